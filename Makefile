@@ -1,0 +1,60 @@
+# The two commands that do everything on a fresh Debian 12 machine (as root): `make run` and `make test`.
+# Every target is idempotent: a second run only checks what is already there.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-from-lock
+DEB_PACKAGES := tshark tcpdump iproute2 gzip python3-venv
+DEMO := data/demo
+
+.PHONY: setup debian venv run test lint lock bench clean
+
+setup: debian venv
+
+debian:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# Until the workflow exists, the main job ingests a capture it generates and prints the table summary.
+run: setup
+	mkdir -p $(DEMO)
+	$(BIN)/python -m mimir.capture.generate --packets 2000000 --seed 1 -o $(DEMO)/capture.pcap
+	$(BIN)/mimir ingest $(DEMO)/capture.pcap -o $(DEMO)/flows.parquet
+	$(BIN)/python -m mimir.capture.show $(DEMO)/flows.parquet
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Re-resolve the pinned versions (needs the network); commit the result.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet '.[test]' 'setuptools>=75'
+	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mimir|pip)( |==)' > requirements.lock
+	rm -rf .lock-venv
+
+bench: setup
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -1,0 +1,1 @@
+"""Reading network captures (pcap, pcapng, gzip) into per-bin flow tables."""

@@ -1,0 +1,482 @@
+"""Capture file formats: classic pcap and pcapng, plain or gzip-compressed, read as a stream.
+
+The format is decided by the magic number, never by the file name. A file is read block by block into one
+reusable buffer; a numba walker finds the records in a block and fills a `RecordBlock`; rare pcapng blocks
+(section and interface descriptions) are parsed here in Python. Memory is the buffer, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from numba import njit
+
+from mimir.capture.decode import SUPPORTED_LINKTYPES
+from mimir.capture.flowtable import RecordBlock
+from mimir.errors import CaptureError, IOFailure, UnsupportedCapture
+
+BLOCK_BYTES = 16 << 20
+# The largest frame capture tools write (Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD). A record may claim more than
+# its file's snaplen (tcpdump's own test files do, and tshark reads them), but never more than this.
+MAX_CAPLEN = 262144
+MAX_PCAPNG_BLOCK = 16 << 20
+LINKTYPE_MASK = 0x03FFFFFF  # the upper bits of a pcap header's link type carry FCS information
+
+PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microsecond timestamps, little-endian
+    b"\xa1\xb2\xc3\xd4": (">", 1000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),  # nanosecond timestamps
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_IDB = 1
+GZIP_MAGIC = b"\x1f\x8b"
+
+# Walker outcomes.
+NEED_MORE = 0  # the next record is not complete in the buffer
+FULL = 1  # the record block is full
+BAD_LENGTH = 2
+SPECIAL_BLOCK = 3  # a pcapng section header or interface description: parse it in Python
+BAD_INTERFACE = 4
+UNSUPPORTED_LINK = 5
+BAD_TRAILER = 6
+
+
+@njit(inline="always", cache=True)
+def _rd16(buf, o, big):
+    if big:
+        return (np.int64(buf[o]) << 8) | np.int64(buf[o + 1])
+    return (np.int64(buf[o + 1]) << 8) | np.int64(buf[o])
+
+
+@njit(inline="always", cache=True)
+def _rd32(buf, o, big):
+    if big:
+        return (
+            (np.int64(buf[o]) << 24) | (np.int64(buf[o + 1]) << 16) | (np.int64(buf[o + 2]) << 8) | np.int64(buf[o + 3])
+        )
+    return (np.int64(buf[o + 3]) << 24) | (np.int64(buf[o + 2]) << 16) | (np.int64(buf[o + 1]) << 8) | np.int64(buf[o])
+
+
+@njit(cache=True)
+def walk_pcap(buf, pos, end, big, nsec_per_unit, linktype, r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec):
+    """Find classic pcap records from pos: (records found, next position, outcome, offending value)."""
+    n = 0
+    cap = r_off.shape[0]
+    while n < cap:
+        if pos + 16 > end:
+            return n, pos, NEED_MORE, 0
+        caplen = _rd32(buf, pos + 8, big)
+        if caplen > MAX_CAPLEN:
+            return n, pos, BAD_LENGTH, caplen
+        if pos + 16 + caplen > end:
+            return n, pos, NEED_MORE, 0
+        r_sec[n] = _rd32(buf, pos, big)
+        r_nsec[n] = _rd32(buf, pos + 4, big) * nsec_per_unit
+        r_caplen[n] = caplen
+        r_origlen[n] = _rd32(buf, pos + 12, big)
+        r_off[n] = pos + 16
+        r_link[n] = linktype
+        n += 1
+        pos += 16 + caplen
+    return n, pos, FULL, 0
+
+
+@njit(cache=True)
+def walk_pcapng(
+    buf,
+    pos,
+    end,
+    big,
+    if_link,
+    if_supported,
+    if_units,
+    if_offset,
+    if_snaplen,
+    n_if,
+    last_ts,
+    r_off,
+    r_caplen,
+    r_origlen,
+    r_link,
+    r_sec,
+    r_nsec,
+):
+    """Find pcapng packets from pos: (records found, next position, outcome, offending value).
+
+    Simple packet blocks carry no timestamp: they take the last timestamp seen (`last_ts`, seconds and ns).
+    """
+    n = 0
+    cap = r_off.shape[0]
+    while n < cap:
+        if pos + 8 > end:
+            return n, pos, NEED_MORE, 0
+        btype = _rd32(buf, pos, big)
+        if btype == PCAPNG_SHB or btype == PCAPNG_IDB:
+            return n, pos, SPECIAL_BLOCK, btype
+        blen = _rd32(buf, pos + 4, big)
+        if blen < 12 or blen % 4 != 0 or blen > MAX_PCAPNG_BLOCK:
+            return n, pos, BAD_LENGTH, blen
+        if pos + blen > end:
+            return n, pos, NEED_MORE, 0
+        if _rd32(buf, pos + blen - 4, big) != blen:
+            return n, pos, BAD_TRAILER, _rd32(buf, pos + blen - 4, big)
+        if btype == 6 or btype == 2:  # enhanced packet block, obsolete packet block
+            if blen < 32:
+                return n, pos, BAD_LENGTH, blen
+            if btype == 6:
+                iface = _rd32(buf, pos + 8, big)
+            else:
+                iface = _rd16(buf, pos + 8, big)
+            if iface >= n_if:
+                return n, pos, BAD_INTERFACE, iface
+            if not if_supported[iface]:
+                return n, pos, UNSUPPORTED_LINK, if_link[iface]
+            caplen = _rd32(buf, pos + 20, big)
+            if caplen > MAX_CAPLEN or 28 + caplen + 4 > blen:
+                return n, pos, BAD_LENGTH, caplen
+            ts = np.uint64((_rd32(buf, pos + 12, big) << 32) | _rd32(buf, pos + 16, big))
+            units = np.uint64(if_units[iface])
+            sec = np.int64(ts // units) + if_offset[iface]
+            nsec = np.int64(np.float64(ts % units) * 1e9 / np.float64(units))
+            r_off[n] = pos + 28
+            r_caplen[n] = caplen
+            r_origlen[n] = _rd32(buf, pos + 24, big)
+            r_link[n] = if_link[iface]
+            r_sec[n] = sec
+            r_nsec[n] = nsec
+            last_ts[0] = sec
+            last_ts[1] = nsec
+            n += 1
+        elif btype == 3:  # simple packet block: interface 0, captured length implied
+            if n_if == 0:
+                return n, pos, BAD_INTERFACE, 0
+            if not if_supported[0]:
+                return n, pos, UNSUPPORTED_LINK, if_link[0]
+            origlen = _rd32(buf, pos + 8, big)
+            caplen = min(origlen, blen - 16)
+            if if_snaplen[0] > 0:
+                caplen = min(caplen, if_snaplen[0])
+            r_off[n] = pos + 12
+            r_caplen[n] = caplen
+            r_origlen[n] = origlen
+            r_link[n] = if_link[0]
+            r_sec[n] = last_ts[0]
+            r_nsec[n] = last_ts[1]
+            n += 1
+        pos += blen
+    return n, pos, FULL, 0
+
+
+class ByteStream:
+    """A file, or the decompressed stream of a gzip file, read into one reusable buffer."""
+
+    def __init__(self, path: Path, on_progress: Callable[[int], None] | None = None):
+        self.path = path
+        try:
+            self.raw: BinaryIO = path.open("rb", buffering=0)
+        except OSError as e:
+            raise IOFailure(f"{path}: cannot open: {e.strerror}") from None
+        self.compressed = self.raw.read(2) == GZIP_MAGIC
+        self.raw.seek(0)
+        self.source: BinaryIO = gzip.GzipFile(fileobj=self.raw, mode="rb") if self.compressed else self.raw
+        self.buf = np.empty(BLOCK_BYTES, np.uint8)
+        self.base = 0  # stream offset of buf[0]
+        self.end = 0  # bytes of buf that hold data
+        self.eof = False
+        self.warnings: list[str] = []
+        self._on_progress = on_progress
+        self._reported = 0
+
+    def close(self) -> None:
+        self.source.close()
+        self.raw.close()
+
+    def __enter__(self) -> ByteStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def error(self, pos: int, message: str, cls: type[CaptureError] = CaptureError) -> CaptureError:
+        """An error at buffer position pos, named by its offset in the (decompressed) stream."""
+        return cls(self.path, self.base + pos, message, compressed=self.compressed)
+
+    def refill(self, keep_from: int) -> bool:
+        """Drop the bytes before buffer position keep_from and read more; False when the stream has ended."""
+        leftover = self.end - keep_from
+        if keep_from:
+            self.buf[:leftover] = self.buf[keep_from : self.end]
+            self.base += keep_from
+            self.end = leftover
+        if self.end == self.buf.shape[0]:  # one record larger than the buffer
+            bigger = np.empty(2 * self.buf.shape[0], np.uint8)
+            bigger[: self.end] = self.buf[: self.end]
+            self.buf = bigger
+        before = self.end
+        view = memoryview(self.buf)
+        while not self.eof and self.end < self.buf.shape[0]:
+            got = self._read_into(view[self.end :])
+            if not got:
+                self.eof = True
+            self.end += got
+        self._report()
+        return self.end > before
+
+    def _read_into(self, view: memoryview) -> int:
+        try:
+            return self.source.readinto(view) or 0
+        except EOFError:
+            self.warnings.append(
+                f"{self.path}: the gzip stream ends early (at compressed byte {self.raw.tell()}); "
+                "the packets before that point are counted"
+            )
+            return 0
+        except (gzip.BadGzipFile, zlib.error) as e:
+            raise CaptureError(
+                self.path, self.raw.tell(), f"corrupt gzip data near this compressed offset: {e}"
+            ) from None
+        except OSError as e:
+            raise IOFailure(f"{self.path}: read failed: {e.strerror}") from None
+
+    def _report(self) -> None:
+        if self._on_progress is not None:
+            pos = self.raw.tell()
+            self._on_progress(pos - self._reported)
+            self._reported = pos
+
+
+@dataclass
+class FileReport:
+    """What reading one file found; it goes into the ingest summary."""
+
+    path: str
+    format: str = ""
+    compressed: bool = False
+    records: int = 0
+    truncated_records: int = 0
+    link_types: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_records(stream: ByteStream, records: RecordBlock, report: FileReport) -> Iterator[int]:
+    """Yield the number of records found in each block; `records` and `stream.buf` hold them until the next."""
+    stream.refill(0)
+    if stream.end == 0:
+        raise stream.error(0, "empty file" + (" (after decompression)" if stream.compressed else ""))
+    report.compressed = stream.compressed
+    magic = stream.buf[:4].tobytes()
+    if magic in PCAP_MAGIC:
+        yield from _read_pcap(stream, records, report)
+    elif int.from_bytes(magic, "little") == PCAPNG_SHB:
+        yield from _read_pcapng(stream, records, report)
+    else:
+        raise stream.error(
+            0,
+            f"not a pcap or pcapng capture (magic number {magic.hex()}); mimir reads pcap, pcapng and their gzip",
+        )
+    report.warnings.extend(stream.warnings)
+
+
+def _truncated(stream: ByteStream, pos: int, report: FileReport) -> None:
+    report.truncated_records += 1
+    report.warnings.append(
+        f"{stream.path}: the last record, at {'uncompressed ' if stream.compressed else ''}byte offset "
+        f"{stream.base + pos}, is cut short ({stream.end - pos} bytes); the packets before it are counted"
+    )
+
+
+def _check_linktype(stream: ByteStream, pos: int, linktype: int) -> None:
+    if linktype not in SUPPORTED_LINKTYPES:
+        raise stream.error(pos, f"unsupported link type {linktype}", UnsupportedCapture)
+
+
+def _read_pcap(stream: ByteStream, records: RecordBlock, report: FileReport) -> Iterator[int]:
+    order, nsec_per_unit = PCAP_MAGIC[stream.buf[:4].tobytes()]
+    report.format = "pcap (nanosecond)" if nsec_per_unit == 1 else "pcap"
+    if stream.end < 24:
+        raise stream.error(0, f"the pcap file header is cut short ({stream.end} of 24 bytes)")
+    major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack(order + "HHiIII", stream.buf[4:24].tobytes())
+    if major != 2:
+        raise stream.error(4, f"unsupported pcap version {major}")
+    linktype = network & LINKTYPE_MASK
+    _check_linktype(stream, 20, linktype)
+    report.link_types = [linktype]
+    big = order == ">"
+    pos = 24
+    r = records
+    while True:
+        n, pos, outcome, value = walk_pcap(
+            stream.buf,
+            pos,
+            stream.end,
+            big,
+            nsec_per_unit,
+            linktype,
+            r.off,
+            r.caplen,
+            r.origlen,
+            r.link,
+            r.sec,
+            r.nsec,
+        )
+        if n:
+            report.records += n
+            yield n
+        if outcome == BAD_LENGTH:
+            raise stream.error(
+                pos,
+                f"record claims a captured length of {value} bytes, more than any capture holds ({MAX_CAPLEN})",
+            )
+        if outcome == NEED_MORE and not stream.refill(pos):
+            if pos < stream.end:
+                _truncated(stream, pos, report)
+            return
+        if outcome == NEED_MORE:
+            pos = 0
+
+
+@dataclass
+class _Interfaces:
+    """The interfaces of the current pcapng section, as arrays the walker indexes."""
+
+    link: list[int] = field(default_factory=list)
+    units: list[int] = field(default_factory=list)  # timestamp units per second
+    offset: list[int] = field(default_factory=list)  # seconds added to every timestamp
+    snaplen: list[int] = field(default_factory=list)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (
+            np.array(self.link, np.int64),
+            np.array([lt in SUPPORTED_LINKTYPES for lt in self.link], np.bool_),
+            np.array(self.units, np.uint64),
+            np.array(self.offset, np.int64),
+            np.array(self.snaplen, np.int64),
+        )
+
+
+def _read_pcapng(stream: ByteStream, records: RecordBlock, report: FileReport) -> Iterator[int]:
+    report.format = "pcapng"
+    interfaces = _Interfaces()
+    arrays = interfaces.arrays()
+    big = False
+    last_ts = np.zeros(2, np.int64)
+    pos = 0
+    r = records
+    while True:
+        n, pos, outcome, value = walk_pcapng(
+            stream.buf, pos, stream.end, big, *arrays, len(interfaces.link), last_ts,
+            r.off, r.caplen, r.origlen, r.link, r.sec, r.nsec,
+        )  # fmt: skip
+        if n:
+            report.records += n
+            yield n
+        if outcome == SPECIAL_BLOCK:
+            block = _whole_block(stream, pos, big, report)
+            if block is None:
+                return
+            pos, blen, block_big = block
+            if value == PCAPNG_SHB:
+                big = block_big
+                interfaces = _Interfaces()
+            else:
+                _add_interface(stream, pos, blen, big, interfaces)
+                report.link_types.append(interfaces.link[-1])
+            arrays = interfaces.arrays()
+            pos += blen
+        elif outcome == NEED_MORE:
+            if not stream.refill(pos):
+                if pos < stream.end:
+                    _truncated(stream, pos, report)
+                return
+            pos = 0
+        elif outcome == BAD_LENGTH:
+            raise stream.error(pos, f"pcapng block or packet length {value} is impossible")
+        elif outcome == BAD_TRAILER:
+            raise stream.error(pos, f"pcapng block's trailing length {value} does not match its leading length")
+        elif outcome == BAD_INTERFACE:
+            raise stream.error(pos, f"packet names interface {value}, but the section describes only "
+                               f"{len(interfaces.link)}")  # fmt: skip
+        elif outcome == UNSUPPORTED_LINK:
+            raise stream.error(pos, f"unsupported link type {value}", UnsupportedCapture)
+
+
+def _rd32_py(buf: np.ndarray, o: int, big: bool) -> int:
+    return int.from_bytes(buf[o : o + 4].tobytes(), "big" if big else "little")
+
+
+def _section_byte_order(stream: ByteStream, pos: int) -> bool:
+    bom = stream.buf[pos + 8 : pos + 12].tobytes()
+    if bom == b"\x4d\x3c\x2b\x1a":
+        return False
+    if bom == b"\x1a\x2b\x3c\x4d":
+        return True
+    raise stream.error(pos + 8, f"pcapng section header has a bad byte-order magic {bom.hex()}")
+
+
+def _whole_block(stream: ByteStream, pos: int, big: bool, report: FileReport) -> tuple[int, int, bool] | None:
+    """Bring the whole block at pos into the buffer: (its position, length, byte order), None at a cut-off end.
+
+    A section header block sets the byte order of its own length and of the section that follows.
+    """
+    while True:
+        if pos + 12 <= stream.end:
+            if _rd32_py(stream.buf, pos, big) == PCAPNG_SHB:
+                big = _section_byte_order(stream, pos)
+            blen = _rd32_py(stream.buf, pos + 4, big)
+            if blen < 12 or blen % 4 or blen > MAX_PCAPNG_BLOCK:
+                raise stream.error(pos, f"pcapng block length {blen} is impossible")
+            if pos + blen <= stream.end:
+                if _rd32_py(stream.buf, pos + blen - 4, big) != blen:
+                    raise stream.error(pos, "pcapng block's trailing length does not match its leading length")
+                return pos, blen, big
+        if not stream.refill(pos):
+            if pos < stream.end:
+                _truncated(stream, pos, report)
+            return None
+        pos = 0
+
+
+def _add_interface(stream: ByteStream, pos: int, blen: int, big: bool, interfaces: _Interfaces) -> None:
+    """Parse an interface description block: link type, snaplen, if_tsresol (9) and if_tsoffset (14)."""
+    if blen < 20:
+        raise stream.error(pos, f"pcapng interface description block of {blen} bytes is too short")
+    order = ">" if big else "<"
+    data = stream.buf[pos : pos + blen].tobytes()
+    linktype, _reserved, snaplen = struct.unpack(order + "HHI", data[8:16])
+    units, offset = 1_000_000, 0
+    o = 16
+    while o + 4 <= blen - 4:
+        code, length = struct.unpack(order + "HH", data[o : o + 4])
+        value = data[o + 4 : o + 4 + length]
+        if code == 0:
+            break
+        if o + 4 + length > blen - 4:
+            raise stream.error(pos + o, f"pcapng interface option {code} runs past its block")
+        if code == 9 and length >= 1:
+            resolution = value[0]
+            exponent = resolution & 0x7F
+            if resolution & 0x80:
+                if exponent > 62:
+                    raise stream.error(pos + o, f"timestamp resolution 2^-{exponent} is not supported",
+                                       UnsupportedCapture)  # fmt: skip
+                units = 1 << exponent
+            else:
+                if exponent > 18:
+                    raise stream.error(pos + o, f"timestamp resolution 10^-{exponent} is not supported",
+                                       UnsupportedCapture)  # fmt: skip
+                units = 10**exponent
+        elif code == 14 and length >= 8:
+            (offset,) = struct.unpack(order + "q", value[:8])
+        o += 4 + ((length + 3) & ~3)
+    interfaces.link.append(linktype)
+    interfaces.units.append(units)
+    interfaces.offset.append(offset)
+    interfaces.snaplen.append(snaplen)

@@ -1,0 +1,27 @@
+"""Writing files so that a reader never sees half of one: write to a temporary name, then rename."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mimir.errors import IOFailure
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside target; rename it onto target only if the block completes."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise IOFailure(f"{target.parent}: cannot create the folder: {e.strerror}") from None
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        tmp.replace(target)
+    except OSError as e:
+        raise IOFailure(f"{target}: cannot write: {e.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
