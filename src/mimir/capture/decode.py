@@ -229,7 +229,7 @@ def _network_layer(buf, p, end, linktype):
             family = ((family & 0xFF) << 24) | ((family & 0xFF00) << 8) | ((family >> 8) & 0xFF00) | (family >> 24)
         if family == 2:
             return p + 4, _ip_version(buf, p + 4, end)
-        if family == 10 or family == 24 or family == 28 or family == 30:  # AF_INET6 of Linux and the BSDs
+        if family == 24 or family == 28 or family == 30:  # AF_INET6 of NetBSD/OpenBSD, FreeBSD, macOS
             return p + 4, _ipv6_only(buf, p + 4, end)
         return p + 4, _NO_IP
     if linktype == LINKTYPE_PPP or linktype == LINKTYPE_PPP_HDLC:

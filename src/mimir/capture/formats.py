@@ -7,7 +7,6 @@ reusable buffer; a numba walker finds the records in a block and fills a `Record
 
 from __future__ import annotations
 
-import gzip
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -175,6 +174,44 @@ def walk_pcapng(
     return n, pos, FULL, 0
 
 
+class Gunzip:
+    """Decompress a gzip file (one or more members) on demand, keeping all data up to a cut-off end.
+
+    Python's GzipFile drops what it decompressed in the call that meets a truncated stream; a capture that was
+    compressed while still being written must instead give every complete packet before the cut.
+    """
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self.pending = b""  # compressed bytes not yet given to the inflater
+        self.ended = False
+        self.cut_short = False
+
+    def readinto(self, view: memoryview) -> int:
+        got = 0
+        while got < len(view) and not self.ended:
+            data = self.inflater.unconsumed_tail or self.pending
+            self.pending = b""
+            if not data:
+                data = self.raw.read(1 << 20)
+                if not data:
+                    self.ended = True
+                    self.cut_short = not self.inflater.eof
+                    break
+            chunk = self.inflater.decompress(data, len(view) - got)
+            view[got : got + len(chunk)] = chunk
+            got += len(chunk)
+            if self.inflater.eof:  # a member ends: another may follow, after zero padding some tools add
+                self.pending = self.inflater.unused_data.lstrip(b"\x00") or self.raw.read(1 << 20).lstrip(b"\x00")
+                self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                self.ended = not self.pending
+        return got
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class ByteStream:
     """A file, or the decompressed stream of a gzip file, read into one reusable buffer."""
 
@@ -186,7 +223,7 @@ class ByteStream:
             raise IOFailure(f"{path}: cannot open: {e.strerror}") from None
         self.compressed = self.raw.read(2) == GZIP_MAGIC
         self.raw.seek(0)
-        self.source: BinaryIO = gzip.GzipFile(fileobj=self.raw, mode="rb") if self.compressed else self.raw
+        self.source: BinaryIO | Gunzip = Gunzip(self.raw) if self.compressed else self.raw
         self.buf = np.empty(BLOCK_BYTES, np.uint8)
         self.base = 0  # stream offset of buf[0]
         self.end = 0  # bytes of buf that hold data
@@ -232,19 +269,19 @@ class ByteStream:
 
     def _read_into(self, view: memoryview) -> int:
         try:
-            return self.source.readinto(view) or 0
-        except EOFError:
-            self.warnings.append(
-                f"{self.path}: the gzip stream ends early (at compressed byte {self.raw.tell()}); "
-                "the packets before that point are counted"
-            )
-            return 0
-        except (gzip.BadGzipFile, zlib.error) as e:
+            got = self.source.readinto(view) or 0
+        except zlib.error as e:
             raise CaptureError(
                 self.path, self.raw.tell(), f"corrupt gzip data near this compressed offset: {e}"
             ) from None
         except OSError as e:
             raise IOFailure(f"{self.path}: read failed: {e.strerror}") from None
+        if not got and isinstance(self.source, Gunzip) and self.source.cut_short:
+            self.warnings.append(
+                f"{self.path}: the gzip stream ends early (at compressed byte {self.raw.tell()}); "
+                "the packets before that point are counted"
+            )
+        return got
 
     def _report(self) -> None:
         if self._on_progress is not None:
@@ -285,12 +322,21 @@ def read_records(stream: ByteStream, records: RecordBlock, report: FileReport) -
     report.warnings.extend(stream.warnings)
 
 
-def _truncated(stream: ByteStream, pos: int, report: FileReport) -> None:
-    report.truncated_records += 1
-    report.warnings.append(
-        f"{stream.path}: the last record, at {'uncompressed ' if stream.compressed else ''}byte offset "
-        f"{stream.base + pos}, is cut short ({stream.end - pos} bytes); the packets before it are counted"
-    )
+def _next_block(stream: ByteStream, pos: int, report: FileReport) -> int | None:
+    """Read on from the incomplete record at pos, which moves to the buffer's start; None at the end.
+
+    A partial record left at the end of the stream is the normal state of a capture stopped mid-write: a
+    warning, and the packets before it count.
+    """
+    if stream.refill(pos):
+        return 0
+    if stream.end:
+        report.truncated_records += 1
+        report.warnings.append(
+            f"{stream.path}: the last record, at {'uncompressed ' if stream.compressed else ''}byte offset "
+            f"{stream.base}, is cut short ({stream.end} bytes); the packets before it are counted"
+        )
+    return None
 
 
 def _check_linktype(stream: ByteStream, pos: int, linktype: int) -> None:
@@ -335,12 +381,10 @@ def _read_pcap(stream: ByteStream, records: RecordBlock, report: FileReport) -> 
                 pos,
                 f"record claims a captured length of {value} bytes, more than any capture holds ({MAX_CAPLEN})",
             )
-        if outcome == NEED_MORE and not stream.refill(pos):
-            if pos < stream.end:
-                _truncated(stream, pos, report)
-            return
         if outcome == NEED_MORE:
-            pos = 0
+            pos = _next_block(stream, pos, report)
+            if pos is None:
+                return
 
 
 @dataclass
@@ -392,11 +436,9 @@ def _read_pcapng(stream: ByteStream, records: RecordBlock, report: FileReport) -
             arrays = interfaces.arrays()
             pos += blen
         elif outcome == NEED_MORE:
-            if not stream.refill(pos):
-                if pos < stream.end:
-                    _truncated(stream, pos, report)
+            pos = _next_block(stream, pos, report)
+            if pos is None:
                 return
-            pos = 0
         elif outcome == BAD_LENGTH:
             raise stream.error(pos, f"pcapng block or packet length {value} is impossible")
         elif outcome == BAD_TRAILER:
@@ -437,11 +479,9 @@ def _whole_block(stream: ByteStream, pos: int, big: bool, report: FileReport) ->
                 if _rd32_py(stream.buf, pos + blen - 4, big) != blen:
                     raise stream.error(pos, "pcapng block's trailing length does not match its leading length")
                 return pos, blen, big
-        if not stream.refill(pos):
-            if pos < stream.end:
-                _truncated(stream, pos, report)
+        pos = _next_block(stream, pos, report)
+        if pos is None:
             return None
-        pos = 0
 
 
 def _add_interface(stream: ByteStream, pos: int, blen: int, big: bool, interfaces: _Interfaces) -> None:

@@ -1,0 +1,222 @@
+"""A seeded generator of plausible capture files, for the demo job, the tests and the benchmarks.
+
+It writes Ethernet (or Linux cooked v2) frames carrying TCP and UDP over IPv4 and IPv6 between a set of hosts,
+with realistic frame-length mixes, as classic pcap with a chosen snaplen. It also returns its own ground truth
+(packets and bytes per address pair), an oracle independent of any capture reader. The application-level
+synthetic source of runs (`mimir synth`) is a different thing: this is only traffic-shaped noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from mimir.capture.decode import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
+from mimir.io import atomic_path
+
+_CHUNK = 1 << 20  # packets generated and written at a time
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The host pairs of a generated capture and their frame-length mix."""
+
+    src: list[str]
+    dst: list[str]
+    proto: np.ndarray  # per pair: 6 (TCP) or 17 (UDP)
+    sport: np.ndarray
+    dport: np.ndarray
+
+
+def make_traffic(pairs: int, ipv6_share: float, rng: np.random.Generator) -> Traffic:
+    hosts4 = [str(ipaddress.IPv4Address(0x0A000000 + int(h))) for h in rng.choice(1 << 16, 400, replace=False)]
+    hosts6 = [str(ipaddress.IPv6Address((0xFD00 << 112) + int(h))) for h in rng.choice(1 << 30, 100, replace=False)]
+    src, dst = [], []
+    for k in range(pairs):
+        pool = hosts6 if rng.random() < ipv6_share else hosts4
+        a, b = rng.choice(len(pool), 2, replace=False)
+        src.append(pool[a])
+        dst.append(pool[b])
+        if k % 2:  # the responses of the previous pair
+            src[-1], dst[-1] = dst[-2], src[-2]
+    proto = np.where(rng.random(pairs) < 0.85, 6, 17).astype(np.int64)
+    sport = rng.integers(32768, 61000, pairs)
+    dport = rng.choice(np.array([80, 443, 3306, 5432, 6379, 8080, 9090, 53]), pairs)
+    return Traffic(src, dst, proto, sport, dport)
+
+
+def _address_words(addresses: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    family = np.array([ipaddress.ip_address(a).version for a in addresses], np.int64)
+    values = [int(ipaddress.ip_address(a)) for a in addresses]
+    hi = np.array([v >> 64 for v in values], np.uint64)
+    lo = np.array([v & ((1 << 64) - 1) for v in values], np.uint64)
+    return family, hi, lo
+
+
+@njit(cache=True)
+def _put(out, o, value, width):
+    for k in range(width):
+        out[o + k] = (value >> (8 * (width - 1 - k))) & 0xFF
+
+
+@njit(cache=True)
+def _write_records(out, pair, length, sec, usec, snaplen, linktype, family, s_hi, s_lo, d_hi, d_lo, proto, sp, dp):
+    """Fill out with pcap records (little-endian headers, zero payload); return the bytes used."""
+    o = 0
+    for i in range(pair.shape[0]):
+        k = pair[i]
+        caplen = min(length[i], snaplen)
+        _put_le32(out, o, sec[i])
+        _put_le32(out, o + 4, usec[i])
+        _put_le32(out, o + 8, caplen)
+        _put_le32(out, o + 12, length[i])
+        f = o + 16
+        end = f + caplen
+        out[f:end] = 0
+        v6 = family[k] == 6
+        if linktype == 1:  # Ethernet: locally administered MACs, then the EtherType
+            out[f] = 0x02
+            out[f + 6] = 0x02
+            _put(out, f + 12, 0x86DD if v6 else 0x0800, 2)
+            ip = f + 14
+        else:  # Linux cooked v2: protocol, reserved, interface, ARPHRD_ETHER, packet type, address
+            _put(out, f, 0x86DD if v6 else 0x0800, 2)
+            _put(out, f + 8, 1, 2)
+            out[f + 11] = 6
+            ip = f + 20
+        frame_left = length[i] - (ip - f)
+        if v6:
+            out[ip] = 0x60
+            _put(out, ip + 4, max(frame_left - 40, 0), 2)
+            out[ip + 6] = proto[k]
+            out[ip + 7] = 64
+            _put(out, ip + 8, s_hi[k], 8)
+            _put(out, ip + 16, s_lo[k], 8)
+            _put(out, ip + 24, d_hi[k], 8)
+            _put(out, ip + 32, d_lo[k], 8)
+            t = ip + 40
+        else:
+            out[ip] = 0x45
+            _put(out, ip + 2, frame_left, 2)
+            out[ip + 8] = 64
+            out[ip + 9] = proto[k]
+            _put(out, ip + 12, s_lo[k], 4)
+            _put(out, ip + 16, d_lo[k], 4)
+            t = ip + 20
+        if t + 4 <= end:
+            _put(out, t, sp[k], 2)
+            _put(out, t + 2, dp[k], 2)
+        if proto[k] == 6 and t + 14 <= end:
+            out[t + 12] = 0x50  # data offset: 20 bytes
+            out[t + 13] = 0x18  # PSH, ACK
+        elif proto[k] == 17 and t + 6 <= end:
+            _put(out, t + 4, max(frame_left - (t - ip), 8), 2)
+        o = end
+    return o
+
+
+@njit(inline="always", cache=True)
+def _put_le32(out, o, value):
+    for k in range(4):
+        out[o + k] = (value >> (8 * k)) & 0xFF
+
+
+@dataclass
+class GroundTruth:
+    """Packets and bytes per (src, dst) pair index of a `Traffic`, accumulated while generating."""
+
+    packets: np.ndarray
+    bytes: np.ndarray
+
+    def by_pair(self, traffic: Traffic) -> dict[tuple[str, str], tuple[int, int]]:
+        out: dict[tuple[str, str], list[int]] = {}
+        for k in np.flatnonzero(self.packets):
+            entry = out.setdefault((traffic.src[k], traffic.dst[k]), [0, 0])
+            entry[0] += int(self.packets[k])
+            entry[1] += int(self.bytes[k])
+        return {key: (p, b) for key, (p, b) in out.items()}
+
+
+def _packet_chunks(
+    packets: int, pairs: int, rate: float, start: float, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per chunk: pair index, frame length, seconds and microseconds of each packet."""
+    weights = 1.0 / np.arange(1, pairs + 1) ** 0.8  # a few heavy conversations, a long tail
+    weights /= weights.sum()
+    now = start
+    for first in range(0, packets, _CHUNK):
+        n = min(_CHUNK, packets - first)
+        pair = rng.choice(pairs, n, p=weights)
+        acks = rng.random(n) < 0.35
+        length = np.where(acks, 66, rng.integers(90, 1515, n)).astype(np.int64)
+        stamps = now + np.cumsum(rng.exponential(1.0 / rate, n))
+        now = float(stamps[-1])
+        sec = np.floor(stamps).astype(np.int64)
+        usec = np.minimum(((stamps - sec) * 1e6).astype(np.int64), 999_999)
+        yield pair, length, sec, usec
+
+
+def write_capture(
+    path: Path,
+    packets: int,
+    *,
+    seed: int = 0,
+    snaplen: int = 65535,
+    linktype: int = LINKTYPE_ETHERNET,
+    pairs: int = 200,
+    rate: float = 20_000.0,
+    start: float = 1_700_000_000.0,
+    ipv6_share: float = 0.2,
+) -> tuple[Traffic, GroundTruth]:
+    """Write a pcap of `packets` frames; same arguments, same bytes."""
+    if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2):
+        raise ValueError("the generator writes Ethernet (1) or Linux cooked v2 (276) frames")
+    rng = np.random.default_rng(seed)
+    traffic = make_traffic(pairs, ipv6_share, rng)
+    family, s_hi, s_lo = _address_words(traffic.src)
+    _, d_hi, d_lo = _address_words(traffic.dst)
+    truth = GroundTruth(np.zeros(pairs, np.int64), np.zeros(pairs, np.int64))
+    header = np.array([0xA1B2C3D4], "<u4").tobytes() + np.array([2, 4], "<u2").tobytes()
+    header += np.array([0, 0, snaplen, linktype], "<u4").tobytes()
+    out = np.empty(_CHUNK * (16 + min(snaplen, 1514)), np.uint8)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.write(header)
+        for pair, length, sec, usec in _packet_chunks(packets, pairs, rate, start, rng):
+            used = _write_records(
+                out, pair, length, sec, usec, snaplen, linktype, family, s_hi, s_lo, d_hi, d_lo,
+                traffic.proto, traffic.sport, traffic.dport,
+            )  # fmt: skip
+            f.write(memoryview(out)[:used])
+            truth.packets += np.bincount(pair, minlength=pairs)
+            truth.bytes += np.bincount(pair, weights=length, minlength=pairs).astype(np.int64)
+    return traffic, truth
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mimir.capture.generate",
+        description="Write a seeded pcap of plausible TCP/UDP traffic (Ethernet or Linux cooked v2).",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="pcap file to write")
+    parser.add_argument("--packets", type=int, default=1_000_000, help="number of packets (default 1000000)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--snaplen", type=int, default=65535, help="bytes captured per frame (default 65535)")
+    parser.add_argument("--sll2", action="store_true", help="Linux cooked v2 frames instead of Ethernet")
+    args = parser.parse_args(argv)
+    if args.packets < 1 or args.snaplen < 64:
+        parser.error("--packets must be at least 1 and --snaplen at least 64")
+    linktype = LINKTYPE_LINUX_SLL2 if args.sll2 else LINKTYPE_ETHERNET
+    write_capture(args.output, args.packets, seed=args.seed, snaplen=args.snaplen, linktype=linktype)
+    print(f"{args.output}: {args.packets} packets, {args.output.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
