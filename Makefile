@@ -33,13 +33,13 @@ $(STAMP): requirements.lock pyproject.toml
 # Until the workflow exists, the main job ingests a capture it generates and prints the table summary.
 run: setup
 	mkdir -p $(DEMO)
-	$(BIN)/python -m mimir.capture.generate --packets 2000000 --seed 1 -o $(DEMO)/capture.pcap
+	$(BIN)/python -m mimir.capture.generate --packets 500000 --snaplen 128 --seed 1 -o $(DEMO)/capture.pcap
 	$(BIN)/mimir ingest $(DEMO)/capture.pcap -o $(DEMO)/flows.parquet
 	$(BIN)/python -m mimir.capture.show $(DEMO)/flows.parquet
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 lint: venv
 	$(BIN)/ruff check .
