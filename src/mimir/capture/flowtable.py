@@ -6,11 +6,15 @@ Its memory grows with the number of distinct flows per bin (the output), never w
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from mimir.capture import decode
+
+if TYPE_CHECKING:
+    from mimir.capture.formats import RecordBlock
 
 FLOWS_SCHEMA = pa.schema(
     [
@@ -134,8 +138,9 @@ class FlowTable:
 
     def addresses(self) -> list[str]:
         """The text form of every interned address, in id order (one Python call per distinct address)."""
+        n = int(self.counts[1])
         out = []
-        for family, hi, lo in zip(self.ip_family[: self.counts[1]], self.ip_hi, self.ip_lo, strict=False):
+        for family, hi, lo in zip(self.ip_family[:n], self.ip_hi[:n], self.ip_lo[:n], strict=True):
             if family == 4:
                 out.append(str(ipaddress.IPv4Address(int(lo))))
             else:
@@ -164,15 +169,3 @@ class FlowTable:
             ],
             schema=FLOWS_SCHEMA,
         )
-
-
-class RecordBlock:
-    """Per-record fields the format walkers fill for one block of the read buffer."""
-
-    def __init__(self, capacity: int = 1 << 18):
-        self.off = np.empty(capacity, np.int64)  # where the frame starts in the buffer
-        self.caplen = np.empty(capacity, np.int64)
-        self.origlen = np.empty(capacity, np.int64)
-        self.link = np.empty(capacity, np.int32)
-        self.sec = np.empty(capacity, np.int64)  # integer epoch seconds
-        self.nsec = np.empty(capacity, np.int64)  # nanoseconds within the second

@@ -18,7 +18,6 @@ import numpy as np
 from numba import njit
 
 from mimir.capture.decode import SUPPORTED_LINKTYPES
-from mimir.capture.flowtable import RecordBlock
 from mimir.errors import CaptureError, IOFailure, UnsupportedCapture
 
 BLOCK_BYTES = 16 << 20
@@ -46,6 +45,18 @@ SPECIAL_BLOCK = 3  # a pcapng section header or interface description: parse it 
 BAD_INTERFACE = 4
 UNSUPPORTED_LINK = 5
 BAD_TRAILER = 6
+
+
+class RecordBlock:
+    """Per-record fields the format walkers fill for one block of the read buffer."""
+
+    def __init__(self, capacity: int = 1 << 18):
+        self.off = np.empty(capacity, np.int64)  # where the frame starts in the buffer
+        self.caplen = np.empty(capacity, np.int64)
+        self.origlen = np.empty(capacity, np.int64)
+        self.link = np.empty(capacity, np.int32)
+        self.sec = np.empty(capacity, np.int64)  # integer epoch seconds
+        self.nsec = np.empty(capacity, np.int64)  # nanoseconds within the second
 
 
 @njit(inline="always", cache=True)
@@ -339,11 +350,6 @@ def _next_block(stream: ByteStream, pos: int, report: FileReport) -> int | None:
     return None
 
 
-def _check_linktype(stream: ByteStream, pos: int, linktype: int) -> None:
-    if linktype not in SUPPORTED_LINKTYPES:
-        raise stream.error(pos, f"unsupported link type {linktype}", UnsupportedCapture)
-
-
 def _read_pcap(stream: ByteStream, records: RecordBlock, report: FileReport) -> Iterator[int]:
     order, nsec_per_unit = PCAP_MAGIC[stream.buf[:4].tobytes()]
     report.format = "pcap (nanosecond)" if nsec_per_unit == 1 else "pcap"
@@ -353,7 +359,9 @@ def _read_pcap(stream: ByteStream, records: RecordBlock, report: FileReport) -> 
     if major != 2:
         raise stream.error(4, f"unsupported pcap version {major}")
     linktype = network & LINKTYPE_MASK
-    _check_linktype(stream, 20, linktype)
+    if linktype not in SUPPORTED_LINKTYPES:
+        field = f" (header field {network})" if network != linktype else ""
+        raise stream.error(20, f"unsupported link type {linktype}{field}", UnsupportedCapture)
     report.link_types = [linktype]
     big = order == ">"
     pos = 24

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from mimir import __version__
 from mimir.capture import decode
-from mimir.capture.flowtable import FlowTable, RecordBlock
-from mimir.capture.formats import ByteStream, FileReport, read_records
+from mimir.capture.flowtable import FlowTable
+from mimir.capture.formats import ByteStream, FileReport, RecordBlock, read_records
 from mimir.errors import IOFailure, UsageError
 from mimir.io import atomic_path
 
