@@ -264,10 +264,21 @@ def _finish(h):
 
 
 @njit(inline="always", cache=True)
+def _flow_hash(b, src, dst, proto, sport, dport):
+    key = (np.int64(proto) << 32) | (np.int64(sport) << 16) | np.int64(dport)
+    return _finish(_mix(_mix(_mix(np.uint64(b), np.uint64(src)), np.uint64(dst)), np.uint64(key)))
+
+
+@njit(inline="always", cache=True)
+def _ip_hash(family, hi, lo):
+    return _finish(_mix(_mix(np.uint64(family), hi), lo))
+
+
+@njit(inline="always", cache=True)
 def _intern_ip(family, hi, lo, ip_slots, ip_family, ip_hi, ip_lo, counts):
     """The id of an address, added if new (the caller made sure there is room)."""
     mask = np.uint64(ip_slots.shape[0] - 1)
-    s = _finish(_mix(_mix(np.uint64(family), hi), lo)) & mask
+    s = _ip_hash(family, hi, lo) & mask
     while True:
         row = ip_slots[s]
         if row < 0:
@@ -382,11 +393,7 @@ def aggregate(
         dst = _intern_ip(family, dst_hi, dst_lo, ip_slots, ip_family, ip_hi, ip_lo, counts)
         sec = rec_sec[i]
         b = sec - sec % bin_seconds
-        h = _mix(
-            _mix(_mix(np.uint64(b), np.uint64(src)), np.uint64(dst)),
-            np.uint64((proto << 32) | (sport << 16) | dport),
-        )
-        s = _finish(h) & flow_mask
+        s = _flow_hash(b, src, dst, proto, sport, dport) & flow_mask
         while True:
             row = flow_slots[s]
             if row < 0:
@@ -433,9 +440,7 @@ def rehash(slots, key_hash):
 def flow_hashes(f_bin, f_src, f_dst, f_proto, f_sport, f_dport):
     out = np.empty(f_bin.shape[0], dtype=np.uint64)
     for row in range(f_bin.shape[0]):
-        key = (np.int64(f_proto[row]) << 32) | (np.int64(f_sport[row]) << 16) | np.int64(f_dport[row])
-        h = _mix(_mix(_mix(np.uint64(f_bin[row]), np.uint64(f_src[row])), np.uint64(f_dst[row])), np.uint64(key))
-        out[row] = _finish(h)
+        out[row] = _flow_hash(f_bin[row], f_src[row], f_dst[row], f_proto[row], f_sport[row], f_dport[row])
     return out
 
 
@@ -443,5 +448,5 @@ def flow_hashes(f_bin, f_src, f_dst, f_proto, f_sport, f_dport):
 def ip_hashes(ip_family, ip_hi, ip_lo):
     out = np.empty(ip_family.shape[0], dtype=np.uint64)
     for row in range(ip_family.shape[0]):
-        out[row] = _finish(_mix(_mix(np.uint64(ip_family[row]), ip_hi[row]), ip_lo[row]))
+        out[row] = _ip_hash(ip_family[row], ip_hi[row], ip_lo[row])
     return out

@@ -62,38 +62,28 @@ class FlowTable:
         self.ip_lo = np.empty(rows, np.uint64)
         self.ip_slots = np.full(2 * rows, -1, np.int64)
 
+    def _flow_arrays(self) -> tuple[np.ndarray, ...]:
+        return (
+            self.f_bin,
+            self.f_src,
+            self.f_dst,
+            self.f_proto,
+            self.f_sport,
+            self.f_dport,
+            self.f_packets,
+            self.f_bytes,
+        )
+
     def _flow_columns(self) -> tuple[np.ndarray, ...]:
         n = int(self.counts[0])
-        return tuple(
-            a[:n]
-            for a in (
-                self.f_bin,
-                self.f_src,
-                self.f_dst,
-                self.f_proto,
-                self.f_sport,
-                self.f_dport,
-                self.f_packets,
-                self.f_bytes,
-            )
-        )
+        return tuple(a[:n] for a in self._flow_arrays())
 
     def _grow(self) -> None:
         if self.counts[0] >= self.f_bin.shape[0]:
             old = self._flow_columns()
             self._alloc_flows(2 * self.f_bin.shape[0])
-            new = (
-                self.f_bin,
-                self.f_src,
-                self.f_dst,
-                self.f_proto,
-                self.f_sport,
-                self.f_dport,
-                self.f_packets,
-                self.f_bytes,
-            )
-            for dst, src in zip(new, old, strict=True):
-                dst[: src.shape[0]] = src
+            for grown, kept in zip(self._flow_arrays(), old, strict=True):
+                grown[: kept.shape[0]] = kept
             decode.rehash(self.flow_slots, decode.flow_hashes(*old[:6]))
         if self.counts[1] + 2 > self.ip_family.shape[0]:
             n = int(self.counts[1])
@@ -119,14 +109,7 @@ class FlowTable:
                 self.stats,
                 self.counts,
                 self.flow_slots,
-                self.f_bin,
-                self.f_src,
-                self.f_dst,
-                self.f_proto,
-                self.f_sport,
-                self.f_dport,
-                self.f_packets,
-                self.f_bytes,
+                *self._flow_arrays(),
                 self.ip_slots,
                 self.ip_family,
                 self.ip_hi,
