@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from mimir import __version__
-from mimir.errors import EXIT_CODES, EXIT_INTERNAL, MimirError
+from mimir.errors import EXIT_CODES, EXIT_INTERNAL, MimirError, UsageError
 
 EXIT_CODE_TEXT = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
@@ -79,7 +79,77 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", help="never show one (default: on a terminal)"
     )
     ingest.set_defaults(handler=_run_ingest)
+
+    synth = commands.add_parser(
+        "synth",
+        help="generate a synthetic run (capture, entities, run.json) of an application under load",
+        description="Simulate a microservice application on a one-node Kubernetes cluster under a daily load "
+        "curve (24 phases) and write the run bundle a capture on the node's 'any' interface would give: "
+        "capture/*.pcap (Linux cooked v2, rotated), entities.jsonl and run.json. Same arguments, same bytes.",
+        epilog="applications: config/apps/<APP>.yaml (schema: config/schemas/app.schema.json), or a path to "
+        "such a file.\n\n" + EXIT_CODE_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    synth.add_argument(
+        "--app", required=True, metavar="APP", help="sockshop, wordpress, online-boutique or a YAML file"
+    )
+    synth.add_argument("--duration", type=_positive_float, required=True, metavar="SECONDS", help="run length")
+    synth.add_argument("--users", type=_positive_int, required=True, metavar="N", help="peak number of active users")
+    synth.add_argument(
+        "--mix", default="browse=0.5,buy=0.3,register=0.2", metavar="KIND=P,...",
+        help="probabilities of the request types (default: browse=0.5,buy=0.3,register=0.2)",
+    )  # fmt: skip
+    synth.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
+    synth.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
+    synth.add_argument(
+        "--rotate", type=_positive_float, default=600.0, metavar="SECONDS", help="capture file rotation (default 600)"
+    )
+    synth.add_argument(
+        "--snaplen", type=_positive_int, default=128, metavar="BYTES", help="bytes captured per frame (default 128)"
+    )
+    synth.add_argument(
+        "--start", type=int, default=1_767_225_600, metavar="EPOCH", help="start time (default 2026-01-01T00:00Z)"
+    )
+    synth.add_argument(
+        "--exfil", action="append", default=[], metavar="SPEC",
+        help="physical exfiltration, repeatable: path=user-db,user,front-end,outside;rate=100KB/min;start=1200;"
+        "duration=120 (seconds from the run's start)",
+    )  # fmt: skip
+    synth.set_defaults(handler=_run_synth)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _run_synth(args: argparse.Namespace) -> None:
+    from mimir.apps import load_app
+    from mimir.sources.synthetic import Exfiltration, SynthConfig, parse_mix, synthesize
+
+    app = load_app(args.app)
+    if args.snaplen < 68:
+        raise UsageError("--snaplen must be at least 68 bytes (the link, IP and TCP headers)")
+    cfg = SynthConfig(
+        app=app,
+        duration=args.duration,
+        users=args.users,
+        mix=parse_mix(args.mix, list(app.requests)),
+        seed=args.seed,
+        start=args.start,
+        snaplen=args.snaplen,
+        rotate=args.rotate,
+        exfiltration=[Exfiltration.parse(spec, app) for spec in args.exfil],
+    )
+    result = synthesize(cfg, args.output)
+    print(f"{args.output}: {result.packets} packets in {len(result.files)} capture file(s), {app.name}, "
+          f"{args.users} users, {args.duration:g} s")  # fmt: skip
 
 
 def _run_ingest(args: argparse.Namespace) -> None:
