@@ -212,7 +212,7 @@ def _build(path: Path, data: dict[str, Any]) -> App:
                 float(r.get("interval", 1.0)),
             )
             for i, r in enumerate(data.get("replication", []))
-        ),  # fmt: skip
+        ),
         egress=tuple(
             Egress(
                 service(f"egress.{i}.from", e["from"]),
@@ -223,5 +223,5 @@ def _build(path: Path, data: dict[str, Any]) -> App:
                 float(e["interval"]),
             )
             for i, e in enumerate(data.get("egress", []))
-        ),  # fmt: skip
+        ),
     )
