@@ -15,12 +15,14 @@ import ipaddress
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numba import njit
+from tqdm import tqdm
 
 from mimir import __version__
 from mimir.apps import App, Call, Step
@@ -143,7 +145,7 @@ class _Connections:
         self.parts: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
 
     def add(self, **cols: Any) -> None:
-        n = max(np.size(v) for v in cols.values())
+        n = next((np.shape(v)[0] for v in cols.values() if np.ndim(v) > 0), 1)  # scalars apply to every row
         for c in self.COLUMNS:
             self.parts[c].append(np.broadcast_to(np.asarray(cols.get(c, 0)), (n,)).copy())
 
@@ -166,6 +168,7 @@ class Simulation:
         self.pods = _Pods()
         self.vip = self._assign_vips()
         self.exfil_windows: list[dict[str, Any]] = []
+        self.replica_set: dict[str, str] = {}
 
     # --- addressing -----------------------------------------------------------------------------------------
     def _assign_vips(self) -> np.ndarray:
@@ -179,10 +182,12 @@ class Simulation:
         return np.array(vips, np.int64)
 
     def _pod_name(self, service: str) -> str:
+        """Like a Deployment's pods: the service, its ReplicaSet's hash, and a random suffix."""
         alphabet = "bcdfghjklmnpqrstvwxz2456789"
+        if service not in self.replica_set:
+            self.replica_set[service] = "".join(alphabet[i] for i in self.rng.integers(0, len(alphabet), 10))
         suffix = "".join(alphabet[i] for i in self.rng.integers(0, len(alphabet), 5))
-        template = "".join(alphabet[i] for i in self.rng.integers(0, len(alphabet), 10))
-        return f"{service}-{template}-{suffix}"
+        return f"{service}-{self.replica_set[service]}-{suffix}"
 
     # --- load -----------------------------------------------------------------------------------------------
     def _templates(self) -> tuple[list[list[int]], list[Step]]:
@@ -205,11 +210,14 @@ class Simulation:
         p = np.array([cfg.mix.get(k, 0.0) for k in kinds])
         lo, hi = self.app.think_time
         phase = cfg.duration / PHASES
+        active = daily_curve(cfg.users)
         times, steps = [], []
-        for i, active in enumerate(daily_curve(cfg.users)):
-            begin, end = i * phase, (i + 1) * phase
-            for _ in range(active):  # like the prototype's per-phase locust: every user starts afresh
-                t = begin + rng.uniform(0, min(phase, 10.0))  # the spawn ramp
+        for user in range(int(active.max())):
+            # a user is active in the phases whose count exceeds its number, and keeps its sessions going
+            # across consecutive active phases (one long-running load generator, unlike the prototype's restarts)
+            on = np.flatnonzero(np.diff(np.r_[0, (active > user).astype(np.int64), 0]))
+            for first, last in zip(on[::2], on[1::2], strict=True):
+                t, end = first * phase + rng.uniform(0, min(phase, 10.0)), last * phase
                 while t < end:
                     seq = sessions[rng.choice(len(kinds), p=p)]
                     gaps = rng.uniform(lo, hi, len(seq))
@@ -704,19 +712,19 @@ def write_sll2_records(out, sec, usec, src, dst, proto, sport, dport, flags, seq
 class SynthResult:
     files: list[Path]
     packets: int
-    truth: dict[tuple[str, str], tuple[int, int]]  # (src, dst) -> (packets, bytes), the generator's own count
+    truth: dict[tuple[str, str], tuple[int, int]]  # (src, dst) -> (packets, bytes), when asked for
 
 
 class _CaptureWriter:
     """Writes sorted packets into pcap files rotated every `rotate` seconds of capture time."""
 
-    def __init__(self, folder: Path, cfg: SynthConfig):
+    def __init__(self, folder: Path, cfg: SynthConfig, count: bool):
         self.folder, self.cfg = folder, cfg
         self.files: list[Path] = []
         self.current: int | None = None
         self.handle = None
         self.packets = 0
-        self.truth: dict[int, list[int]] = {}
+        self.truth: dict[int, list[int]] | None = {} if count else None
 
     def _header(self) -> bytes:
         return (
@@ -752,6 +760,8 @@ class _CaptureWriter:
             )
             self.handle.write(memoryview(out)[:used])
         self.packets += pk["t"].shape[0]
+        if self.truth is None:
+            return
         frame = 40 + np.where(pk["proto"] == 6, 20, 8) + pk["payload"]
         key = (pk["src"].astype(np.uint64) << np.uint64(32)) | pk["dst"].astype(np.uint64)
         keys, inverse = np.unique(key, return_inverse=True)
@@ -782,16 +792,22 @@ def _ip(v: int) -> str:
     return str(ipaddress.IPv4Address(int(v)))
 
 
-def synthesize(cfg: SynthConfig, out: Path, batch: int = 200_000) -> SynthResult:
-    """Write the run bundle (capture/, entities.jsonl, run.json) into `out`; same config, same bytes."""
+def synthesize(
+    cfg: SynthConfig, out: Path, *, truth: bool = False, progress: bool | None = None, batch: int = 200_000
+) -> SynthResult:
+    """Write the run bundle (capture/, entities.jsonl, run.json) into `out`; same config, same bytes.
+
+    With truth=True the result also carries the generator's own packet and byte count per address pair.
+    """
     sim = Simulation(cfg)
     conns = sim.run()
     isn = sim.rng.integers(0, 1 << 32, (2, conns["t0"].shape[0]), dtype=np.int64)
-    with atomic_dir(out) as tmp:
+    n = conns["t0"].shape[0]
+    show = sys.stderr.isatty() if progress is None else progress
+    with atomic_dir(out) as tmp, tqdm(total=n, unit="conn", desc="synth", disable=not show, leave=False) as bar:
         (tmp / "capture").mkdir(parents=True)
-        writer = _CaptureWriter(tmp / "capture", cfg)
+        writer = _CaptureWriter(tmp / "capture", cfg, truth)
         carry: dict[str, np.ndarray] | None = None
-        n = conns["t0"].shape[0]
         for lo in range(0, n, batch):
             hi = min(lo + batch, n)
             part = {k: v[lo:hi] for k, v in conns.items()}
@@ -800,16 +816,18 @@ def synthesize(cfg: SynthConfig, out: Path, batch: int = 200_000) -> SynthResult
                 pk = {k: np.concatenate([carry[k], pk[k]]) for k in pk}
             order = np.argsort(pk["t"], kind="stable")
             pk = {k: v[order] for k, v in pk.items()}
-            limit = conns["t0"][hi] - 1e-5 if hi < n else np.inf  # later batches start no earlier than this
+            # later batches start no earlier than this; the capture stops at the end of the run
+            limit = conns["t0"][hi] - 1e-5 if hi < n else cfg.duration
             cut = int(np.searchsorted(pk["t"], limit))
             writer.write({k: v[:cut] for k, v in pk.items()})
             carry = {k: v[cut:] for k, v in pk.items()}
+            bar.update(hi - lo)
         writer.close()
         files = [out / "capture" / p.name for p in writer.files]
         (tmp / "entities.jsonl").write_text(_entities(sim))
         (tmp / "run.json").write_text(json.dumps(_run_info(sim, writer, files), indent=2) + "\n")
-    truth = {(_ip(k >> 32), _ip(k & 0xFFFFFFFF)): (v[0], v[1]) for k, v in sorted(writer.truth.items())}
-    return SynthResult(files, writer.packets, truth)
+    counted = {(_ip(k >> 32), _ip(k & 0xFFFFFFFF)): (v[0], v[1]) for k, v in sorted((writer.truth or {}).items())}
+    return SynthResult(files, writer.packets, counted)
 
 
 def _entities(sim: Simulation) -> str:
