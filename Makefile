@@ -30,11 +30,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# Until the workflow exists, the main job ingests a capture it generates and prints the table summary.
+# Until the workflow exists, the main job generates a synthetic Sock Shop run, ingests its capture and prints
+# the flows table's summary.
 run: setup
-	mkdir -p $(DEMO)
-	$(BIN)/python -m mimir.capture.generate --packets 500000 --snaplen 128 --seed 1 -o $(DEMO)/capture.pcap
-	$(BIN)/mimir ingest $(DEMO)/capture.pcap -o $(DEMO)/flows.parquet
+	$(BIN)/mimir synth --app sockshop --duration 600 --users 50 --seed 1 -o $(DEMO)/run
+	$(BIN)/mimir ingest $(DEMO)/run/capture/*.pcap -o $(DEMO)/flows.parquet
 	$(BIN)/python -m mimir.capture.show $(DEMO)/flows.parquet
 
 test: setup
@@ -55,6 +55,7 @@ lock:
 
 bench: setup
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/synth.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
