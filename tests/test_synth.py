@@ -239,3 +239,10 @@ def test_a_bad_application_file_names_the_file_and_key(tmp_path: Path) -> None:
     broken.write_text(text.replace("name: sockshop", "name: mine").replace("to: catalogue-db", "to: nowhere", 1))
     done = run_mimir("synth", "--app", broken, "--duration", "60", "--users", "2", "-o", tmp_path / "r")
     assert done.returncode == 3 and "calls.0.to" in done.stderr and "nowhere" in done.stderr
+
+
+def test_application_file_that_is_not_yaml(tmp_path: Path) -> None:
+    broken = tmp_path / "mine.yaml"
+    broken.write_text("name: mine\n  bad: [")
+    done = run_mimir("synth", "--app", broken, "--duration", "60", "--users", "2", "-o", tmp_path / "r")
+    assert done.returncode == 3 and f"{broken}: line 2, column 6: not valid YAML" in done.stderr

@@ -137,7 +137,7 @@ def load_app(name_or_path: str) -> App:
         raise AppError(f"{path}: cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         raise AppError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
     errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.path))
     if errors:
