@@ -96,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--duration", type=_positive_float, required=True, metavar="SECONDS", help="run length")
     synth.add_argument("--users", type=_positive_int, required=True, metavar="N", help="peak number of active users")
     synth.add_argument(
-        "--mix", default="browse=0.5,buy=0.3,register=0.2", metavar="KIND=P,...",
+        "--mix",
+        default="browse=0.5,buy=0.3,register=0.2",
+        metavar="KIND=P,...",
         help="probabilities of the request types (default: browse=0.5,buy=0.3,register=0.2)",
-    )  # fmt: skip
+    )
     synth.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
     synth.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
     synth.add_argument(
@@ -111,12 +113,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", type=int, default=1_767_225_600, metavar="EPOCH", help="start time (default 2026-01-01T00:00Z)"
     )
     synth.add_argument(
-        "--exfil", action="append", default=[], metavar="SPEC",
+        "--exfil",
+        action="append",
+        default=[],
+        metavar="SPEC",
         help="physical exfiltration, repeatable: path=user-db,user,front-end,outside;rate=100KB/min;start=1200;"
         "duration=120 (seconds from the run's start)",
-    )  # fmt: skip
+    )
     synth.set_defaults(handler=_run_synth)
+
+    edges = commands.add_parser(
+        "edges",
+        help="resolve a flows table's addresses to the run's entities, per second",
+        description="Attribute every flow to the entity that held its addresses at that time (entities.jsonl "
+        "replayed: IP reuse, pods added and removed, services by selector) and write one row per (second, src "
+        "entity, dst entity) with packets, bytes and both ends' kind (pod, vip, ingress, outside, infra, unknown) "
+        "and service, plus EDGES.summary.json.",
+        epilog=EXIT_CODE_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    edges.add_argument("flows", type=Path, metavar="FLOWS.parquet", help="from mimir ingest")
+    edges.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (entities.jsonl, run.json)")
+    edges.add_argument("-o", "--output", required=True, type=Path, metavar="EDGES.parquet", help="edges table")
+    edges.add_argument(
+        "--keep-infra",
+        action="store_true",
+        help="keep infrastructure (the node, kube-system other than DNS); dropped by default, DNS never is",
+    )
+    edges.set_defaults(handler=_run_edges)
     return parser
+
+
+def _run_edges(args: argparse.Namespace) -> None:
+    from mimir.edges import write_edges
+
+    summary = write_edges(args.flows, args.run, args.output, keep_infra=args.keep_infra)
+    unknown = summary["unknown_in_cluster_addresses"]
+    if unknown:
+        print(
+            f"mimir: warning: {len(unknown)} in-cluster address(es) no entity held, kept as unknown/<ip> "
+            f"({summary['unknown_in_cluster_packets']} packets): {', '.join(unknown[:10])}",
+            file=sys.stderr,
+        )
+    print(
+        f"{args.output}: {summary['edges']} edges from {summary['flow_rows']} flow rows "
+        f"({summary['infra_packets']} infrastructure packets {'kept' if summary['infra_kept'] else 'dropped'})"
+    )
 
 
 def _positive_float(text: str) -> float:
@@ -148,8 +190,10 @@ def _run_synth(args: argparse.Namespace) -> None:
         exfiltration=[Exfiltration.parse(spec, app) for spec in args.exfil],
     )
     result = synthesize(cfg, args.output)
-    print(f"{args.output}: {result.packets} packets in {len(result.files)} capture file(s), {app.name}, "
-          f"{args.users} users, {args.duration:g} s")  # fmt: skip
+    print(
+        f"{args.output}: {result.packets} packets in {len(result.files)} capture file(s), {app.name}, "
+        f"{args.users} users, {args.duration:g} s"
+    )
 
 
 def _run_ingest(args: argparse.Namespace) -> None:
