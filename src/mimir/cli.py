@@ -141,7 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep infrastructure (the node, kube-system other than DNS); dropped by default, DNS never is",
     )
     edges.set_defaults(handler=_run_edges)
+
+    legacy = commands.add_parser(
+        "import-legacy",
+        help="convert an experiment of the MIMIR prototype into a run bundle",
+        description="Convert a prototype experiment (its pcap, its pickled cluster-creation log and, optionally, "
+        "its analysis JSON) into a run bundle: capture/, entities.jsonl and run.json. The log's second 0 is the "
+        "capture's first packet. The pickle is read with an unpickler that refuses every global: a log that "
+        "would run code is rejected, never executed.",
+        epilog=EXIT_CODE_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    legacy.add_argument("--pcap", required=True, type=Path, metavar="P", help="the experiment's capture")
+    legacy.add_argument("--cluster-log", required=True, type=Path, metavar="L", help="the cluster-creation log")
+    legacy.add_argument("--analysis-json", type=Path, metavar="J", help="the experiment's analysis JSON")
+    legacy.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
+    legacy.set_defaults(handler=_run_import_legacy)
     return parser
+
+
+def _run_import_legacy(args: argparse.Namespace) -> None:
+    from mimir.sources.legacy import import_legacy
+
+    run = import_legacy(args.pcap, args.cluster_log, args.analysis_json, args.output)
+    events = sum(1 for _ in (args.output / "entities.jsonl").open())
+    print(f"{args.output}: {run['app']} run imported, {events} entity events")
 
 
 def _run_edges(args: argparse.Namespace) -> None:

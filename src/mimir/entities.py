@@ -110,7 +110,8 @@ def timeline(events: list[dict[str, Any]]) -> pd.DataFrame:
                     row = [ip, e["ts"], np.inf, f"{namespace}/{e['name']}", kind, service, namespace]
                     open_spans[key] = row
                     rows.append(row)
-    return pd.DataFrame(rows, columns=["ip", "start", "end", "entity", "kind", "service", "namespace"])
+    spans = pd.DataFrame(rows, columns=["ip", "start", "end", "entity", "kind", "service", "namespace"])
+    return spans.astype({"start": float, "end": float})
 
 
 def resolve(ips: pd.Series, at: pd.Series, spans: pd.DataFrame) -> pd.DataFrame:
