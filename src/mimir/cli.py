@@ -157,7 +157,73 @@ def build_parser() -> argparse.ArgumentParser:
     legacy.add_argument("--analysis-json", type=Path, metavar="J", help="the experiment's analysis JSON")
     legacy.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
     legacy.set_defaults(handler=_run_import_legacy)
+
+    features = commands.add_parser(
+        "features",
+        help="inject exfiltration and compute the labelled feature tables of a run",
+        description="For each exfiltration rate, inject attacks once at the 1 s bin along paths from the "
+        "sensitive services to outside (learned from benign traffic), aggregate to every granularity, and "
+        "write OUT/attacks/{rate}.parquet and OUT/features/{tg}s/{rate}.parquet: per interval the MIMIR "
+        "features, the label, the attack id and path, and the split.",
+        epilog=EXIT_CODE_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    features.add_argument("edges", type=Path, metavar="EDGES.parquet", help="from mimir edges")
+    features.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (run.json)")
+    features.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR", help="results folder")
+    features.add_argument("--tg", default="10,60", metavar="S,...", help="granularities in seconds (default 10,60)")
+    features.add_argument(
+        "--rates", default="10,1,0.1,0.05,0.01", metavar="R,...", help="MB per minute (default: the paper's five)"
+    )
+    features.add_argument(
+        "--split",
+        default="train=0.6,validation=0.2,test=0.2",
+        metavar="NAME=SHARE,...",
+        help="time split of the run's intervals (default train=0.6,validation=0.2,test=0.2)",
+    )
+    features.add_argument("--attacked-share", type=float, default=0.2, metavar="F", help="share of time attacked")
+    features.add_argument("--attack-seconds", type=_positive_int, default=60, metavar="S", help="attack length")
+    features.add_argument("--rate-sd", type=float, default=0.1, metavar="F", help="rate spread, share of the rate")
+    features.add_argument("--max-path-length", type=_positive_int, default=5, metavar="N", help="services per path")
+    features.add_argument("--seed", type=int, default=0, metavar="K", help="combined with the run and the rate")
+    features.add_argument(
+        "--benign-edges",
+        type=Path,
+        metavar="EDGES.parquet",
+        help="learn the allowed paths from this (training) run instead of the run itself",
+    )
+    features.set_defaults(handler=_run_features)
     return parser
+
+
+def _number_list(text: str, name: str, kind: type) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{name}: {text!r} is not a comma-separated list of numbers") from None
+    if not values or min(values) <= 0:
+        raise UsageError(f"{name}: {text!r}: give positive numbers")
+    return values
+
+
+def _run_features(args: argparse.Namespace) -> None:
+    from mimir.attacks import InjectionConfig
+    from mimir.dataset import build, parse_split
+
+    if not 0 <= args.attacked_share < 1 or args.rate_sd < 0:
+        raise UsageError("--attacked-share is in [0, 1) and --rate-sd is not negative")
+    cfg = InjectionConfig(args.attack_seconds, args.attacked_share, args.rate_sd, args.max_path_length, args.seed)
+    summary = build(
+        args.edges,
+        args.run,
+        args.output,
+        granularities=_number_list(args.tg, "--tg", int),
+        rates=_number_list(args.rates, "--rates", float),
+        split=parse_split(args.split),
+        cfg=cfg,
+        benign_edges_path=args.benign_edges,
+    )
+    print(f"{args.output}: {len(summary['tables'])} feature tables over {len(summary['paths'])} attack paths")
 
 
 def _run_import_legacy(args: argparse.Namespace) -> None:

@@ -1,0 +1,176 @@
+"""Attack paths and synthetic exfiltration (design §4, "Attack paths" and "Injection").
+
+Paths run from a sensitive service to `outside` over the communication graph learned from benign traffic (or
+a policy file), shortest first, with a DNS path among them. Injection happens once per (run, rate) at the 1 s
+bin; every granularity aggregates the same injected seconds. Attacks start at any second, draw their rate once
+from a normal distribution, and cut it into ~500 B packets along every hop with 40 B ACKs coming back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from mimir.entities import DNS_SERVICE, INGRESS, OUTSIDE, POD, VIP
+
+PACKET_BYTES = 500
+ACK_BYTES = 40
+PAPER_RATES = (10.0, 1.0, 0.1, 0.05, 0.01)  # MB per minute
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    attack_seconds: int = 60
+    attacked_share: float = 0.2  # of the run's time
+    rate_sd: float = 0.1  # the standard deviation of an attack's rate, as a share of the rate
+    max_path_length: int = 5  # services on a path, `outside` excluded
+    seed: int = 0
+
+
+def run_seed(run: str, rate: float, seed: int) -> int:
+    """Everything random in an injection comes from (run, rate) and the configured seed."""
+    return int.from_bytes(hashlib.sha256(f"{run}|{rate!r}|{seed}".encode()).digest()[:8], "little")
+
+
+def allowed_graph(edges: pd.DataFrame) -> nx.Graph:
+    """Services that talk in benign traffic (either way), and `outside` beside every service that talks to the
+    world (ingress or outside): data can leave the cluster only where traffic already does."""
+    world = {INGRESS: OUTSIDE}
+    pairs = edges[["src_service", "dst_service"]].drop_duplicates().replace(world)
+    g = nx.Graph()
+    for a, b in pairs.itertuples(index=False):
+        if a != b and "unknown" not in (a, b):
+            g.add_edge(a, b)
+    return g
+
+
+def attack_paths(allowed: nx.Graph, sensitive: list[str], max_length: int) -> list[tuple[str, ...]]:
+    """Simple paths from each sensitive service to `outside`, shortest first, plus the DNS path."""
+    paths: set[tuple[str, ...]] = set()
+    for source in sensitive:
+        if DNS_SERVICE in allowed and source != DNS_SERVICE:
+            paths.add((source, DNS_SERVICE, OUTSIDE))  # tunnelled through lookups
+        if source not in allowed or OUTSIDE not in allowed:
+            continue
+        for path in nx.shortest_simple_paths(allowed, source, OUTSIDE):
+            if len(path) - 1 > max_length:
+                break
+            paths.add(tuple(path))
+    return sorted(paths, key=lambda p: (len(p), p))
+
+
+def _schedule(start: int, end: int, cfg: InjectionConfig, rng: np.random.Generator) -> np.ndarray:
+    """Non-overlapping attack start seconds, anywhere in the run (not aligned to minutes)."""
+    length = end - start
+    count = int(cfg.attacked_share * length // cfg.attack_seconds)
+    slack = length - count * cfg.attack_seconds
+    if count == 0 or slack < 0:
+        return np.zeros(0, np.int64)
+    offsets = np.sort(rng.integers(0, slack + 1, count))
+    return start + offsets + np.arange(count) * cfg.attack_seconds
+
+
+def inject(
+    edges: pd.DataFrame,
+    paths: list[tuple[str, ...]],
+    calls: set[tuple[str, str]],
+    start: int,
+    end: int,
+    rate_mb_per_min: float,
+    seed: int,
+    cfg: InjectionConfig,
+) -> pd.DataFrame:
+    """The injected traffic: one row per (attack, second, concrete edge) with bytes and packets.
+
+    A hop a → b is a response when b calls a in benign traffic (b's pod receives it from a's pod and from a's
+    VIP), else a request through b's VIP (a's pod sends to b's VIP and to b's pod); the last hop goes straight
+    from the pod to `outside`. Pods are picked among those active at the attack's start.
+    """
+    rng = np.random.default_rng(seed)
+    columns = [
+        "attack",
+        "path",
+        "rate",
+        "ts",
+        "hop",
+        "src",
+        "dst",
+        "bytes",
+        "packets",
+        "src_kind",
+        "src_service",
+        "dst_kind",
+        "dst_service",
+    ]
+    if not paths or rate_mb_per_min <= 0:
+        return pd.DataFrame(columns=columns)
+    starts = _schedule(start, end, cfg, rng)
+    pods = edges[edges["src_kind"] == POD][["ts", "src", "src_service"]].drop_duplicates()
+    vips = dict(edges.loc[edges["dst_kind"] == VIP, ["dst_service", "dst"]].drop_duplicates().itertuples(index=False))
+    rows = []
+    for attack, t0 in enumerate(starts):
+        path = paths[attack % len(paths)] if attack < len(paths) else paths[int(rng.integers(len(paths)))]
+        rate = max(0.0, rng.normal(rate_mb_per_min, cfg.rate_sd * rate_mb_per_min))
+        per_second = rate * 1e6 / 60
+        chosen = []
+        for service in path[:-1]:
+            nearby = pods[(pods["src_service"] == service)]
+            window = nearby[(nearby["ts"] >= t0 - 30) & (nearby["ts"] < t0 + 30)]
+            names = sorted(set((window if len(window) else nearby)["src"]))
+            chosen.append(names[int(rng.integers(len(names)))] if names else f"{service}/?")
+        seconds = np.arange(t0, min(t0 + cfg.attack_seconds, end))
+        data = rng.poisson(per_second, seconds.shape[0]).astype(np.int64)
+        packets = -(-data // PACKET_BYTES)
+        acks = -(-packets // 2)
+        label = ">".join(path)
+        for hop, (a, b) in enumerate(itertools.pairwise(path)):
+            pa = chosen[hop]
+            if b == OUTSIDE:
+                forms = [(pa, OUTSIDE, POD, a, OUTSIDE, OUTSIDE)]
+            elif (b, a) in calls:  # b pulls the data in responses, through a's VIP
+                pb = chosen[hop + 1]
+                forms = [(pa, pb, POD, a, POD, b), (vips.get(a, pa), pb, VIP, a, POD, b)]
+            else:  # a pushes the data in requests, through b's VIP
+                pb = chosen[hop + 1]
+                forms = [(pa, vips.get(b, pb), POD, a, VIP, b), (pa, pb, POD, a, POD, b)]
+            for src, dst, sk, ss, dk, ds in forms:
+                data_way = (src, dst, data, packets, sk, ss, dk, ds)
+                ack_way = (dst, src, acks * ACK_BYTES, acks, dk, ds, sk, ss)
+                for a_end, b_end, nbytes, count, a_kind, a_service, b_kind, b_service in (data_way, ack_way):
+                    rows.append(
+                        pd.DataFrame(
+                            {
+                                "attack": attack,
+                                "path": label,
+                                "rate": rate,
+                                "ts": seconds,
+                                "hop": hop,
+                                "src": a_end,
+                                "dst": b_end,
+                                "bytes": nbytes,
+                                "packets": count,
+                                "src_kind": a_kind,
+                                "src_service": a_service,
+                                "dst_kind": b_kind,
+                                "dst_service": b_service,
+                            }
+                        )
+                    )
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(rows, ignore_index=True)
+    return table[table["packets"] > 0].reset_index(drop=True)
+
+
+def with_injection(edges: pd.DataFrame, injected: pd.DataFrame) -> pd.DataFrame:
+    """Benign edges plus the injected rows, summed per (second, src, dst)."""
+    if injected.empty:
+        return edges
+    keys = ["ts", "src", "dst", "src_kind", "src_service", "dst_kind", "dst_service"]
+    both = pd.concat([edges, injected[[*keys, "packets", "bytes"]]], ignore_index=True)
+    return both.groupby(keys, as_index=False, sort=True)[["packets", "bytes"]].sum()

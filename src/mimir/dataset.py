@@ -1,0 +1,124 @@
+"""Labelled feature tables (design §3, "Attacks" and "Features"): per run, one injection per rate, the same
+injected seconds aggregated to every granularity, the features of every interval, its label, attack and split.
+
+    OUT/attacks/{rate}.parquet            the injected traffic, per attack, second and concrete edge
+    OUT/features/{tg}s/{rate}.parquet     one row per interval: features, label, attack, path, split
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mimir.attacks import InjectionConfig, allowed_graph, attack_paths, inject, run_seed, with_injection
+from mimir.entities import POD, VIP
+from mimir.errors import IOFailure, UsageError
+from mimir.features import compute_features
+from mimir.graphs import build_graphs
+from mimir.io import atomic_path
+
+
+def parse_split(text: str) -> dict[str, float]:
+    """`train=0.6,validation=0.2,test=0.2` → shares in time order (they must add up to 1)."""
+    split: dict[str, float] = {}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        try:
+            split[name.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--split: {part!r} is not NAME=SHARE") from None
+    if not split or abs(sum(split.values()) - 1) > 1e-9 or min(split.values()) < 0:
+        raise UsageError(f"--split {text!r}: shares are not negative and add up to 1")
+    return split
+
+
+def rate_name(rate: float) -> str:
+    return f"{rate:g}"
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowInvalid) as e:
+        raise IOFailure(f"{path}: cannot read the table: {e}") from None
+
+
+def labels(injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int) -> pd.DataFrame:
+    """Per interval: injected bytes, label (injected bytes or a physical window overlapping), attack and path."""
+    out = pd.DataFrame({"injected_bytes": np.zeros(count), "attack": -1, "path": ""})
+    if not injected.empty:
+        k = (injected["ts"].to_numpy() - start) // tg
+        inside = (k >= 0) & (k < count)
+        part = injected[inside].assign(interval=k[inside])
+        grouped = part.groupby("interval").agg(injected_bytes=("bytes", "sum"), attack=("attack", "min"))
+        out.loc[grouped.index, "injected_bytes"] = grouped["injected_bytes"].to_numpy()
+        out.loc[grouped.index, "attack"] = grouped["attack"].to_numpy()
+        path = part.drop_duplicates("attack").set_index("attack")["path"]
+        chosen = out["attack"] >= 0
+        out.loc[chosen, "path"] = path.reindex(out.loc[chosen, "attack"]).to_numpy()
+    label = out["injected_bytes"].to_numpy() > 0
+    begin = start + np.arange(count) * tg
+    for w in windows:  # physical exfiltration recorded by the run
+        overlap = (begin < w["end"]) & (begin + tg > w["start"])
+        fresh = overlap & (out["attack"].to_numpy() < 0)
+        out.loc[fresh, "path"] = ">".join(w["path"])
+        label |= overlap
+    out["label"] = label.astype(np.int8)
+    return out
+
+
+def split_column(count: int, split: dict[str, float]) -> np.ndarray:
+    edges = np.rint(np.cumsum([0, *split.values()]) * count).astype(int)
+    out = np.empty(count, dtype=object)
+    for name, lo, hi in zip(split, edges[:-1], edges[1:], strict=True):
+        out[lo:hi] = name
+    return out
+
+
+def build(
+    edges_path: Path,
+    run_dir: Path,
+    out: Path,
+    *,
+    granularities: list[int],
+    rates: list[float],
+    split: dict[str, float],
+    cfg: InjectionConfig,
+    benign_edges_path: Path | None = None,
+) -> dict:
+    edges = _read(edges_path)
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise IOFailure(f"{run_dir / 'run.json'}: cannot read: {e}") from None
+    start, end = int(np.floor(run["start"])), float(run["end"])
+    sensitive = list(run.get("sensitive", []))
+    benign = _read(benign_edges_path) if benign_edges_path else edges
+    calls = set(benign.loc[(benign["src_kind"] == POD) & (benign["dst_kind"] == VIP), ["src_service", "dst_service"]]
+                .drop_duplicates().itertuples(index=False, name=None))  # fmt: skip
+    paths = attack_paths(allowed_graph(benign), sensitive, cfg.max_path_length)
+    summary = {"run": run_dir.name, "paths": [">".join(p) for p in paths], "tables": []}
+    for rate in rates:
+        injected = inject(edges, paths, calls, start, int(end), rate, run_seed(run_dir.name, rate, cfg.seed), cfg)
+        with atomic_path(out / "attacks" / f"{rate_name(rate)}.parquet") as tmp:
+            pq.write_table(pa.Table.from_pandas(injected, preserve_index=False), tmp, compression="zstd")
+        combined = with_injection(edges, injected)
+        for tg in granularities:
+            graphs = build_graphs(combined, start, end, tg)
+            table = compute_features(graphs, sensitive)
+            meta = labels(injected, run.get("exfiltration", []), start, tg, graphs.intervals)
+            meta.insert(0, "start", start + np.arange(graphs.intervals) * tg)
+            meta["split"] = split_column(graphs.intervals, split)
+            frame = pd.concat([meta, table.reset_index(drop=True)], axis=1)
+            frame.insert(0, "interval", np.arange(graphs.intervals))
+            target = out / "features" / f"{tg}s" / f"{rate_name(rate)}.parquet"
+            with atomic_path(target) as tmp:
+                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+            summary["tables"].append({"tg": tg, "rate": rate, "intervals": graphs.intervals,
+                                      "attacked": int(frame["label"].sum()), "features": table.shape[1]})  # fmt: skip
+    return summary
