@@ -75,8 +75,21 @@ def _schedule(start: int, end: int, cfg: InjectionConfig, rng: np.random.Generat
     return start + offsets + np.arange(count) * cfg.attack_seconds
 
 
+def active_pods(edges: pd.DataFrame) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+    """Per service, when each of its pods sent something (seconds, pod names, in time order), and each
+    service's VIP: where attacks can run."""
+    sent = edges.loc[edges["src_kind"] == POD, ["ts", "src", "src_service"]].drop_duplicates(ignore_index=True)
+    pods = {
+        service: (group["ts"].to_numpy(), group["src"].to_numpy(dtype=object))
+        for service, group in sent.sort_values("ts", kind="stable").groupby("src_service", sort=True)
+    }
+    vips = dict(edges.loc[edges["dst_kind"] == VIP, ["dst_service", "dst"]].drop_duplicates().itertuples(index=False))
+    return pods, vips
+
+
 def inject(
-    edges: pd.DataFrame,
+    pods: dict[str, tuple[np.ndarray, np.ndarray]],
+    vips: dict[str, str],
     paths: list[tuple[str, ...]],
     calls: set[tuple[str, str]],
     start: int,
@@ -110,8 +123,6 @@ def inject(
     if not paths or rate_mb_per_min <= 0:
         return pd.DataFrame(columns=columns)
     starts = _schedule(start, end, cfg, rng)
-    pods = edges[edges["src_kind"] == POD][["ts", "src", "src_service"]].drop_duplicates()
-    vips = dict(edges.loc[edges["dst_kind"] == VIP, ["dst_service", "dst"]].drop_duplicates().itertuples(index=False))
     rows = []
     for attack, t0 in enumerate(starts):
         path = paths[attack % len(paths)] if attack < len(paths) else paths[int(rng.integers(len(paths)))]
@@ -119,10 +130,10 @@ def inject(
         per_second = rate * 1e6 / 60
         chosen = []
         for service in path[:-1]:
-            nearby = pods[(pods["src_service"] == service)]
-            window = nearby[(nearby["ts"] >= t0 - 30) & (nearby["ts"] < t0 + 30)]
-            names = sorted(set((window if len(window) else nearby)["src"]))
-            chosen.append(names[int(rng.integers(len(names)))] if names else f"{service}/?")
+            ts, names = pods.get(service, (np.zeros(0), np.zeros(0, dtype=object)))
+            lo, hi = np.searchsorted(ts, [t0 - 30, t0 + 30])
+            candidates = sorted(set(names[lo:hi] if hi > lo else names))
+            chosen.append(candidates[int(rng.integers(len(candidates)))] if candidates else f"{service}/?")
         seconds = np.arange(t0, min(t0 + cfg.attack_seconds, end))
         data = rng.poisson(per_second, seconds.shape[0]).astype(np.int64)
         packets = -(-data // PACKET_BYTES)
@@ -165,12 +176,3 @@ def inject(
         return pd.DataFrame(columns=columns)
     table = pd.concat(rows, ignore_index=True)
     return table[table["packets"] > 0].reset_index(drop=True)
-
-
-def with_injection(edges: pd.DataFrame, injected: pd.DataFrame) -> pd.DataFrame:
-    """Benign edges plus the injected rows, summed per (second, src, dst)."""
-    if injected.empty:
-        return edges
-    keys = ["ts", "src", "dst", "src_kind", "src_service", "dst_kind", "dst_service"]
-    both = pd.concat([edges, injected[[*keys, "packets", "bytes"]]], ignore_index=True)
-    return both.groupby(keys, as_index=False, sort=True)[["packets", "bytes"]].sum()

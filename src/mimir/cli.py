@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EDGES.parquet",
         help="learn the allowed paths from this (training) run instead of the run itself",
     )
+    features.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="rates computed in parallel (default: all cores)",
+    )
     features.set_defaults(handler=_run_features)
     return parser
 
@@ -222,6 +229,7 @@ def _run_features(args: argparse.Namespace) -> None:
         split=parse_split(args.split),
         cfg=cfg,
         benign_edges_path=args.benign_edges,
+        jobs=args.jobs,
     )
     print(f"{args.output}: {len(summary['tables'])} feature tables over {len(summary['paths'])} attack paths")
 

@@ -8,18 +8,22 @@ injected seconds aggregated to every granularity, the features of every interval
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mimir.attacks import InjectionConfig, allowed_graph, attack_paths, inject, run_seed, with_injection
+from mimir.attacks import InjectionConfig, active_pods, allowed_graph, attack_paths, inject, run_seed
 from mimir.entities import POD, VIP
 from mimir.errors import IOFailure, UsageError
 from mimir.features import compute_features
-from mimir.graphs import build_graphs
+from mimir.graphs import CodedEdges, build_graphs
 from mimir.io import atomic_path
 
 
@@ -90,35 +94,82 @@ def build(
     split: dict[str, float],
     cfg: InjectionConfig,
     benign_edges_path: Path | None = None,
+    jobs: int = 1,
 ) -> dict:
     edges = _read(edges_path)
     try:
         run = json.loads((run_dir / "run.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise IOFailure(f"{run_dir / 'run.json'}: cannot read: {e}") from None
-    start, end = int(np.floor(run["start"])), float(run["end"])
     sensitive = list(run.get("sensitive", []))
     benign = _read(benign_edges_path) if benign_edges_path else edges
     calls = set(benign.loc[(benign["src_kind"] == POD) & (benign["dst_kind"] == VIP), ["src_service", "dst_service"]]
                 .drop_duplicates().itertuples(index=False, name=None))  # fmt: skip
     paths = attack_paths(allowed_graph(benign), sensitive, cfg.max_path_length)
     summary = {"run": run_dir.name, "paths": [">".join(p) for p in paths], "tables": []}
-    for rate in rates:
-        injected = inject(edges, paths, calls, start, int(end), rate, run_seed(run_dir.name, rate, cfg.seed), cfg)
-        with atomic_path(out / "attacks" / f"{rate_name(rate)}.parquet") as tmp:
-            pq.write_table(pa.Table.from_pandas(injected, preserve_index=False), tmp, compression="zstd")
-        combined = with_injection(edges, injected)
-        for tg in granularities:
-            graphs = build_graphs(combined, start, end, tg)
-            table = compute_features(graphs, sensitive)
-            meta = labels(injected, run.get("exfiltration", []), start, tg, graphs.intervals)
-            meta.insert(0, "start", start + np.arange(graphs.intervals) * tg)
-            meta["split"] = split_column(graphs.intervals, split)
-            frame = pd.concat([meta, table.reset_index(drop=True)], axis=1)
-            frame.insert(0, "interval", np.arange(graphs.intervals))
-            target = out / "features" / f"{tg}s" / f"{rate_name(rate)}.parquet"
-            with atomic_path(target) as tmp:
-                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
-            summary["tables"].append({"tg": tg, "rate": rate, "intervals": graphs.intervals,
-                                      "attacked": int(frame["label"].sum()), "features": table.shape[1]})  # fmt: skip
+    coded = CodedEdges.from_edges(edges)
+    pods, vips = active_pods(edges)
+    _SHARED["job"] = partial(
+        _one_rate, coded, (pods, vips), paths, calls, run, run_dir.name, out, granularities, split, cfg
+    )
+    try:
+        if jobs > 1 and len(rates) > 1:  # forked workers inherit the tables instead of receiving pickled copies
+            with ProcessPoolExecutor(min(jobs, len(rates)), mp_context=get_context("fork")) as pool:
+                done = list(pool.map(_shared_job, rates))
+        else:
+            done = [_shared_job(rate) for rate in rates]
+    finally:
+        _SHARED.clear()
+    summary["tables"] = [t for tables in done for t in tables]
     return summary
+
+
+_SHARED: dict[str, Any] = {}
+
+
+def _shared_job(rate: float) -> list[dict]:
+    return _SHARED["job"](rate)
+
+
+def _one_rate(
+    edges: CodedEdges,
+    where: tuple[pd.DataFrame, dict[str, str]],
+    paths: list[tuple[str, ...]],
+    calls: set[tuple[str, str]],
+    run: dict,
+    name: str,
+    out: Path,
+    granularities: list[int],
+    split: dict[str, float],
+    cfg: InjectionConfig,
+    rate: float,
+) -> list[dict]:
+    """Inject one rate, then compute and write its table for every granularity."""
+    start, end = int(np.floor(run["start"])), float(run["end"])
+    sensitive = list(run.get("sensitive", []))
+    injected = inject(*where, paths, calls, start, int(end), rate, run_seed(name, rate, cfg.seed), cfg)
+    with atomic_path(out / "attacks" / f"{rate_name(rate)}.parquet") as tmp:
+        pq.write_table(pa.Table.from_pandas(injected, preserve_index=False), tmp, compression="zstd")
+    combined = edges.with_rows(injected)
+    tables = []
+    for tg in granularities:
+        graphs = build_graphs(combined, start, end, tg)
+        table = compute_features(graphs, sensitive)
+        meta = labels(injected, run.get("exfiltration", []), start, tg, graphs.intervals)
+        meta.insert(0, "start", start + np.arange(graphs.intervals) * tg)
+        meta["split"] = split_column(graphs.intervals, split)
+        frame = pd.concat([meta, table.reset_index(drop=True)], axis=1)
+        frame.insert(0, "interval", np.arange(graphs.intervals))
+        target = out / "features" / f"{tg}s" / f"{rate_name(rate)}.parquet"
+        with atomic_path(target) as tmp:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+        tables.append(
+            {
+                "tg": tg,
+                "rate": rate,
+                "intervals": graphs.intervals,
+                "attacked": int(frame["label"].sum()),
+                "features": table.shape[1],
+            }
+        )
+    return tables

@@ -221,21 +221,24 @@ def _flow_spread(graphs: Graphs, sensitive: list[str], app_services: list[str]) 
         return out
     bounds = np.searchsorted(e["interval"].to_numpy(), np.arange(graphs.intervals + 1))
     src, dst, w = e["src"].to_numpy(), e["dst"].to_numpy(), e["bytes"].to_numpy()
+    is_source, is_target = np.zeros(n, bool), np.zeros(n, bool)
+    is_source[sources_all], is_target[targets_all] = True, True
     for i in range(graphs.intervals):
         lo, hi = bounds[i], bounds[i + 1]
         if lo == hi:
             continue
         present = np.unique(np.r_[src[lo:hi], dst[lo:hi]])
+        if not is_source[present].any() or not is_target[present].any():
+            continue  # no source or no target: every value is 0
         local = np.full(n, -1)
         local[present] = np.arange(present.size)
         a = np.zeros((present.size, present.size))
         keep = src[lo:hi] != dst[lo:hi]
         np.add.at(a, (local[src[lo:hi][keep]], local[dst[lo:hi][keep]]), w[lo:hi][keep])
-        a = a + a.T
         values = current_flow_betweenness(
-            a, local[np.intersect1d(sources_all, present)], local[np.intersect1d(targets_all, present)]
+            a + a.T, local[present[is_source[present]]], local[present[is_target[present]]]
         )
         for s, members in pods.items():
-            here = local[np.intersect1d(members, present)]
-            out[f"flow_cv:{s}"][i] = cv(values[here])
+            here = local[members]
+            out[f"flow_cv:{s}"][i] = cv(values[here[here >= 0]])
     return out
