@@ -99,3 +99,29 @@ def test_injection_config_is_seeded() -> None:
 
     assert run_seed("a", 1.0, 0) == run_seed("a", 1.0, 0) != run_seed("a", 0.1, 0) != run_seed("b", 1.0, 0)
     assert InjectionConfig().attack_seconds == 60
+
+
+def test_a_policy_file_replaces_the_learned_graph(results: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("allow:\n  - [user-db, user]\n  - [user, front-end]\n  - [front-end, outside]\n")
+    run_mimir(
+        "features",
+        results / "edges.parquet",
+        results / "run",
+        "-o",
+        tmp_path / "out",
+        "--rates",
+        "1",
+        "--tg",
+        "60",
+        "--policy",
+        policy,
+        check=True,
+    )
+    attacks = pd.read_parquet(tmp_path / "out" / "attacks" / "1.parquet")
+    assert set(attacks["path"]) <= {"user-db>user>front-end>outside", "user-db>kube-dns>outside"}
+    bad = run_mimir("features", results / "edges.parquet", results / "run", "-o", tmp_path / "x", "--tg", "15")
+    assert bad.returncode == 0  # 15 s is a multiple of the 1 s bin
+    policy.write_text("allow: nothing\n")
+    done = run_mimir("features", results / "edges.parquet", results / "run", "-o", tmp_path / "y", "--policy", policy)
+    assert done.returncode == 2 and "allow" in done.stderr

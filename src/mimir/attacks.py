@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import pandas as pd
+import yaml
 
 from mimir.entities import DNS_SERVICE, INGRESS, OUTSIDE, POD, VIP
+from mimir.errors import UsageError
 
 PACKET_BYTES = 500
 ACK_BYTES = 40
@@ -46,6 +49,20 @@ def allowed_graph(edges: pd.DataFrame) -> nx.Graph:
     for a, b in pairs.itertuples(index=False):
         if a != b and "unknown" not in (a, b):
             g.add_edge(a, b)
+    return g
+
+
+def policy_graph(path: Path) -> nx.Graph:
+    """A network policy as the allowed graph: YAML `allow: [[service, service], ...]` (`outside` for the world)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"{path}: cannot read the policy: {e}") from None
+    pairs = data.get("allow") if isinstance(data, dict) else None
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+        raise UsageError(f"{path}: allow: expected a list of [service, service] pairs")
+    g = nx.Graph()
+    g.add_edges_from((str(a), str(b)) for a, b in pairs if a != b)
     return g
 
 

@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="learn the allowed paths from this (training) run instead of the run itself",
     )
     features.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="allowed service pairs (YAML: allow: [[a, b], ...], 'outside' for the world) instead of benign traffic",
+    )
+    features.add_argument(
         "--jobs",
         type=_positive_int,
         default=os.cpu_count() or 1,
@@ -230,6 +236,7 @@ def _run_features(args: argparse.Namespace) -> None:
         cfg=cfg,
         benign_edges_path=args.benign_edges,
         jobs=args.jobs,
+        policy=args.policy,
     )
     print(f"{args.output}: {len(summary['tables'])} feature tables over {len(summary['paths'])} attack paths")
 

@@ -19,7 +19,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mimir.attacks import InjectionConfig, active_pods, allowed_graph, attack_paths, inject, run_seed
+from mimir.attacks import (
+    InjectionConfig,
+    active_pods,
+    allowed_graph,
+    attack_paths,
+    inject,
+    policy_graph,
+    run_seed,
+)
+from mimir.capture.ingest import summary_path
 from mimir.entities import POD, VIP
 from mimir.errors import IOFailure, UsageError
 from mimir.features import compute_features
@@ -50,6 +59,11 @@ def _read(path: Path) -> pd.DataFrame:
         return pq.read_table(path).to_pandas()
     except (OSError, pa.ArrowInvalid) as e:
         raise IOFailure(f"{path}: cannot read the table: {e}") from None
+
+
+def _edges_bin(edges_path: Path) -> int:
+    summary = summary_path(edges_path)
+    return int(json.loads(summary.read_text()).get("bin_seconds", 1)) if summary.is_file() else 1
 
 
 def labels(injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int) -> pd.DataFrame:
@@ -95,6 +109,7 @@ def build(
     cfg: InjectionConfig,
     benign_edges_path: Path | None = None,
     jobs: int = 1,
+    policy: Path | None = None,
 ) -> dict:
     edges = _read(edges_path)
     try:
@@ -105,7 +120,11 @@ def build(
     benign = _read(benign_edges_path) if benign_edges_path else edges
     calls = set(benign.loc[(benign["src_kind"] == POD) & (benign["dst_kind"] == VIP), ["src_service", "dst_service"]]
                 .drop_duplicates().itertuples(index=False, name=None))  # fmt: skip
-    paths = attack_paths(allowed_graph(benign), sensitive, cfg.max_path_length)
+    allowed = policy_graph(policy) if policy else allowed_graph(benign)
+    paths = attack_paths(allowed, sensitive, cfg.max_path_length)
+    bin_seconds = _edges_bin(edges_path)
+    if any(tg % bin_seconds for tg in granularities):
+        raise UsageError(f"--tg: every granularity must be a multiple of the flows' {bin_seconds} s bin")
     summary = {"run": run_dir.name, "paths": [">".join(p) for p in paths], "tables": []}
     coded = CodedEdges.from_edges(edges)
     pods, vips = active_pods(edges)

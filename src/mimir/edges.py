@@ -83,6 +83,7 @@ def write_edges(flows_path: Path, run_dir: Path, out: Path, *, keep_infra: bool 
     if summary_path(flows_path).is_file():
         bin_seconds = json.loads(summary_path(flows_path).read_text()).get("bin_seconds", 1)
     edges, summary = build_edges(flows, run_dir, bin_seconds=bin_seconds, keep_infra=keep_infra)
+    summary["bin_seconds"] = bin_seconds
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(edges, preserve_index=False), tmp, compression="zstd")
     with atomic_path(summary_path(out)) as tmp:
