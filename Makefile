@@ -56,6 +56,7 @@ lock:
 bench: setup
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/synth.py
+	$(BIN)/python benchmarks/features.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
