@@ -83,3 +83,17 @@ def test_memory_does_not_grow_with_the_capture(tmp_path: Path) -> None:
     assert large.stat().st_size > 9 * small.stat().st_size
     grown_mib = (peak_rss_kib(large, tmp_path / "l.parquet") - peak_rss_kib(small, tmp_path / "s.parquet")) / 1024
     assert grown_mib < 48, f"peak memory grew by {grown_mib:.0f} MiB for a capture 10 times larger"
+
+
+def test_every_subcommand_has_complete_help() -> None:
+    expected = {
+        "synth": ["--app", "--duration", "--users", "--mix", "--seed", "--rotate", "--snaplen", "--start", "--exfil"],
+        "edges": ["FLOWS.parquet", "RUN_DIR", "--keep-infra", "unknown"],
+        "import-legacy": ["--pcap", "--cluster-log", "--analysis-json", "refuses every global"],
+        "features": ["--tg", "--rates", "--split", "--attacked-share", "--attack-seconds", "--rate-sd", "--policy"],
+    }
+    for command, needles in expected.items():
+        text = run_mimir(command, "--help", check=True).stdout
+        assert "exit codes" in text, command
+        for needle in needles:
+            assert needle in text, (command, needle)

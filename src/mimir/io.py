@@ -11,13 +11,17 @@ from pathlib import Path
 from mimir.errors import IOFailure
 
 
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside target; rename it onto target only if the block completes."""
+def _make_parent(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise IOFailure(f"{target.parent}: cannot create the folder: {e.strerror}") from None
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside target; rename it onto target only if the block completes."""
+    _make_parent(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         yield tmp
@@ -31,10 +35,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside target; it replaces target (and whatever it held) only on success."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise IOFailure(f"{target.parent}: cannot create the folder: {e.strerror}") from None
+    _make_parent(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit
 
 from mimir.capture.decode import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
+from mimir.capture.pcapwrite import pcap_header, put_be, put_ipv4, put_ports, put_record_header
 from mimir.io import atomic_path
 
 _CHUNK = 1 << 20  # packets generated and written at a time
@@ -66,12 +67,6 @@ def _address_words(addresses: list[str]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 @njit(cache=True)
-def _put(out, o, value, width):
-    for k in range(width):
-        out[o + k] = (value >> (8 * (width - 1 - k))) & 0xFF
-
-
-@njit(cache=True)
 def _write_records(
     out, pair, length, sec, usec, snaplen, linktype, family, s_hi, s_lo, d_hi, d_lo, proto, sp, dp, sent
 ):
@@ -84,10 +79,7 @@ def _write_records(
     for i in range(pair.shape[0]):
         k = pair[i]
         caplen = min(length[i], snaplen)
-        _put_le32(out, o, sec[i])
-        _put_le32(out, o + 4, usec[i])
-        _put_le32(out, o + 8, caplen)
-        _put_le32(out, o + 12, length[i])
+        put_record_header(out, o, sec[i], usec[i], caplen, length[i])
         f = o + 16
         end = f + caplen
         out[f:end] = 0
@@ -95,54 +87,40 @@ def _write_records(
         if linktype == 1:  # Ethernet: locally administered MACs, then the EtherType
             out[f] = 0x02
             out[f + 6] = 0x02
-            _put(out, f + 12, 0x86DD if v6 else 0x0800, 2)
+            put_be(out, f + 12, 0x86DD if v6 else 0x0800, 2)
             ip = f + 14
         else:  # Linux cooked v2: protocol, reserved, interface, ARPHRD_ETHER, packet type, address
-            _put(out, f, 0x86DD if v6 else 0x0800, 2)
-            _put(out, f + 8, 1, 2)
+            put_be(out, f, 0x86DD if v6 else 0x0800, 2)
+            put_be(out, f + 8, 1, 2)
             out[f + 11] = 6
             ip = f + 20
         frame_left = length[i] - (ip - f)
         if v6:
             out[ip] = 0x60
-            _put(out, ip + 4, max(frame_left - 40, 0), 2)
+            put_be(out, ip + 4, max(frame_left - 40, 0), 2)
             out[ip + 6] = proto[k]
             out[ip + 7] = 64
-            _put(out, ip + 8, s_hi[k], 8)
-            _put(out, ip + 16, s_lo[k], 8)
-            _put(out, ip + 24, d_hi[k], 8)
-            _put(out, ip + 32, d_lo[k], 8)
+            put_be(out, ip + 8, s_hi[k], 8)
+            put_be(out, ip + 16, s_lo[k], 8)
+            put_be(out, ip + 24, d_hi[k], 8)
+            put_be(out, ip + 32, d_lo[k], 8)
             t = ip + 40
         else:
-            out[ip] = 0x45
-            _put(out, ip + 2, frame_left, 2)
-            out[ip + 8] = 64
-            out[ip + 9] = proto[k]
-            _put(out, ip + 12, s_lo[k], 4)
-            _put(out, ip + 16, d_lo[k], 4)
-            t = ip + 20
-        if t + 4 <= end:
-            _put(out, t, sp[k], 2)
-            _put(out, t + 2, dp[k], 2)
+            t = put_ipv4(out, ip, frame_left, proto[k], s_lo[k], d_lo[k])
+        put_ports(out, t, end, sp[k], dp[k])
         if proto[k] == 6:
             payload = max(frame_left - (t - ip) - 20, 0)
             if t + 14 <= end:
-                _put(out, t + 4, (sent[k] + 1) & 0xFFFFFFFF, 4)
-                _put(out, t + 8, (sent[k ^ 1] + 1) & 0xFFFFFFFF, 4)
+                put_be(out, t + 4, (sent[k] + 1) & 0xFFFFFFFF, 4)
+                put_be(out, t + 8, (sent[k ^ 1] + 1) & 0xFFFFFFFF, 4)
                 out[t + 12] = 0x50  # data offset: 20 bytes
                 out[t + 13] = 0x18 if payload else 0x10  # PSH+ACK with data, a bare ACK without
-                _put(out, t + 14, 65535, 2)
+                put_be(out, t + 14, 65535, 2)
             sent[k] += payload
         elif proto[k] == 17 and t + 6 <= end:
-            _put(out, t + 4, max(frame_left - (t - ip), 8), 2)
+            put_be(out, t + 4, max(frame_left - (t - ip), 8), 2)
         o = end
     return o
-
-
-@njit(inline="always", cache=True)
-def _put_le32(out, o, value):
-    for k in range(4):
-        out[o + k] = (value >> (8 * k)) & 0xFF
 
 
 @dataclass
@@ -203,11 +181,9 @@ def write_capture(
     _, d_hi, d_lo = _address_words(traffic.dst)
     truth = GroundTruth(np.zeros(pairs, np.int64), np.zeros(pairs, np.int64))
     sent = np.zeros(pairs + 1, np.int64)  # TCP bytes sent per pair (one spare for the last pair's reverse)
-    header = np.array([0xA1B2C3D4], "<u4").tobytes() + np.array([2, 4], "<u2").tobytes()
-    header += np.array([0, 0, snaplen, linktype], "<u4").tobytes()
     out = np.empty(_CHUNK * (16 + min(snaplen, 1514)), np.uint8)
     with atomic_path(path) as tmp, tmp.open("wb") as f:
-        f.write(header)
+        f.write(pcap_header(snaplen, linktype))
         for pair, length, sec, usec in _packet_chunks(packets, family, rate, start, rng):
             used = _write_records(
                 out, pair, length, sec, usec, snaplen, linktype, family, s_hi, s_lo, d_hi, d_lo,

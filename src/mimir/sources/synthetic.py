@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mimir import __version__
 from mimir.apps import App, Call, Step
+from mimir.capture.pcapwrite import pcap_header, put_be, put_ipv4, put_ports, put_record_header
 from mimir.errors import UsageError
 from mimir.io import atomic_dir
 
@@ -653,18 +654,6 @@ def expand_packets(conns: dict[str, np.ndarray], isn: np.ndarray) -> dict[str, n
 
 
 @njit(cache=True)
-def _put(out, o, value, width):
-    for k in range(width):
-        out[o + k] = (value >> (8 * (width - 1 - k))) & 0xFF
-
-
-@njit(cache=True)
-def _put_le(out, o, value, width):
-    for k in range(width):
-        out[o + k] = (value >> (8 * k)) & 0xFF
-
-
-@njit(cache=True)
 def write_sll2_records(out, sec, usec, src, dst, proto, sport, dport, flags, seq, ack, payload, snaplen):
     """Pcap records of Linux cooked v2 frames with IPv4 and TCP or UDP headers; zero payload. Returns bytes used."""
     o = 0
@@ -672,38 +661,27 @@ def write_sll2_records(out, sec, usec, src, dst, proto, sport, dport, flags, seq
         transport = 20 if proto[i] == 6 else 8
         length = 20 + 20 + transport + payload[i]
         caplen = min(length, snaplen)
-        _put_le(out, o, sec[i], 4)
-        _put_le(out, o + 4, usec[i], 4)
-        _put_le(out, o + 8, caplen, 4)
-        _put_le(out, o + 12, length, 4)
+        put_record_header(out, o, sec[i], usec[i], caplen, length)
         f = o + 16
         end = f + caplen
         out[f:end] = 0
-        _put(out, f, 0x0800, 2)  # SLL2: protocol, reserved, interface index, ARPHRD_ETHER, packet type, address
-        _put(out, f + 4, 2, 4)
-        _put(out, f + 8, 1, 2)
+        put_be(out, f, 0x0800, 2)  # SLL2: protocol, reserved, interface index, ARPHRD_ETHER, packet type, address
+        put_be(out, f + 4, 2, 4)
+        put_be(out, f + 8, 1, 2)
         out[f + 11] = 6
         ip = f + 20
-        out[ip] = 0x45
-        _put(out, ip + 2, length - 20, 2)
+        t = put_ipv4(out, ip, length - 20, proto[i], src[i], dst[i])
         out[ip + 6] = 0x40  # don't fragment
-        out[ip + 8] = 64
-        out[ip + 9] = proto[i]
-        _put(out, ip + 12, src[i], 4)
-        _put(out, ip + 16, dst[i], 4)
-        t = ip + 20
-        if t + 4 <= end:
-            _put(out, t, sport[i], 2)
-            _put(out, t + 2, dport[i], 2)
+        put_ports(out, t, end, sport[i], dport[i])
         if proto[i] == 6:
             if t + 16 <= end:
-                _put(out, t + 4, seq[i], 4)
-                _put(out, t + 8, ack[i], 4)
+                put_be(out, t + 4, seq[i], 4)
+                put_be(out, t + 8, ack[i], 4)
                 out[t + 12] = 0x50
                 out[t + 13] = flags[i]
-                _put(out, t + 14, 64240, 2)
+                put_be(out, t + 14, 64240, 2)
         elif t + 6 <= end:
-            _put(out, t + 4, 8 + payload[i], 2)
+            put_be(out, t + 4, 8 + payload[i], 2)
         o = end
     return o
 
@@ -725,13 +703,6 @@ class _CaptureWriter:
         self.handle = None
         self.packets = 0
         self.truth: dict[int, list[int]] | None = {} if count else None
-
-    def _header(self) -> bytes:
-        return (
-            np.array([0xA1B2C3D4], "<u4").tobytes()
-            + np.array([2, 4], "<u2").tobytes()
-            + np.array([0, 0, self.cfg.snaplen, 276], "<u4").tobytes()
-        )
 
     def write(self, pk: dict[str, np.ndarray]) -> None:
         if not pk["t"].shape[0]:
@@ -779,7 +750,7 @@ class _CaptureWriter:
         path = self.folder / f"capture-{index:05d}.pcap"
         self.files.append(path)
         self.handle = path.open("wb")
-        self.handle.write(self._header())
+        self.handle.write(pcap_header(self.cfg.snaplen, 276))
         self.current = index
 
     def close(self) -> None:
