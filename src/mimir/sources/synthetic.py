@@ -369,7 +369,17 @@ class Simulation:
         client = np.where(parent >= 0, ip[pod[np.maximum(caller_call, 0)]], LOAD_GENERATOR_IP)
         self._service_connections(t0, dur, client, callee, ip[pod], req, resp, dns=parent >= 0)
 
-    def _service_connections(self, t0, dur, client, callee, server, req, resp, dns) -> None:
+    def _service_connections(
+        self,
+        t0: np.ndarray,
+        dur: np.ndarray,
+        client: np.ndarray,
+        callee: np.ndarray,
+        server: np.ndarray,
+        req: np.ndarray,
+        resp: np.ndarray,
+        dns: np.ndarray,
+    ) -> None:
         """Calls through a service VIP: the client's side shows client→VIP, the server's side client→pod."""
         rng = self.rng
         n = t0.shape[0]
