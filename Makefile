@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-from-lock
 DEB_PACKAGES := tshark tcpdump iproute2 gzip python3-venv
 DEMO := data/demo
 
-.PHONY: setup debian venv run test lint lock bench clean
+.PHONY: setup debian venv run test lint lock envs bench clean
 
 setup: debian venv
 
@@ -52,6 +52,11 @@ lock:
 	.lock-venv/bin/pip install --quiet '.[test]' 'setuptools>=75'
 	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mimir|pip)( |==)' > requirements.lock
 	rm -rf .lock-venv
+	$(PYTHON) envs/from_lock.py
+
+# The conda environment of the workflow's rules, from the lock file.
+envs:
+	$(PYTHON) envs/from_lock.py
 
 bench: setup
 	$(BIN)/python benchmarks/ingest.py

@@ -1,0 +1,21 @@
+"""mimir: captures to labelled feature tables (and, next, models, scores and figures), from config."""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/runs.smk"
+include: "rules/capture.smk"
+include: "rules/edges.smk"
+include: "rules/features.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs(),

@@ -1,0 +1,18 @@
+"""Flows to per-second entity edges, replaying the run's entities."""
+
+
+rule edges:
+    input:
+        flows="results/{run}/flows.parquet",
+        run="data/runs/{run}",
+    output:
+        edges="results/{run}/edges.parquet",
+        summary="results/{run}/edges.summary.json",
+    log:
+        "logs/edges/{run}.log",
+    conda:
+        "../envs/mimir.yaml"
+    params:
+        keep_infra=config["edges"]["keep_infra"],
+    script:
+        "../scripts/edges.py"

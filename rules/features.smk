@@ -1,0 +1,23 @@
+"""One injection per (run, rate), aggregated to every granularity, and the labelled feature tables."""
+
+
+rule features:
+    input:
+        edges="results/{run}/edges.parquet",
+        run="data/runs/{run}",
+        benign=benign_edges,
+    output:
+        attacks="results/{run}/attacks/{rate}.parquet",
+        tables=expand(
+            "results/{{run}}/features/{tg}s/{{rate}}.parquet", tg=GRANULARITIES
+        ),
+    log:
+        "logs/features/{run}/{rate}.log",
+    conda:
+        "../envs/mimir.yaml"
+    params:
+        settings=feature_settings(),
+        split=split_of,
+        seed=config["seed"],
+    script:
+        "../scripts/features.py"

@@ -1,0 +1,163 @@
+"""The Snakemake workflow on a small config: lint, config validation, reruns, reproducibility, resumption."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+SMALL = {
+    "seed": 3,
+    "defaults": {"duration": 240, "rotate": 120},
+    "runs": {
+        "small-train": {"app": "sockshop", "users": 8, "role": "train"},
+        "small-eval": {"app": "sockshop", "users": 4, "training": "small-train"},
+        "small-wp": {"app": "wordpress", "users": 4, "role": "train"},
+    },
+    "features": {"rates": [1, 0.1], "granularities": [10, 60]},
+}
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config or SMALL))
+    cmd = [
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def planned(workdir: Path, config: dict) -> set[tuple[str, str]]:
+    """(rule, run) of every job a dry run would execute."""
+    out = snakemake(workdir, "--dry-run", config=config).stdout
+    jobs, rule = set(), None
+    for line in out.splitlines():
+        if m := re.match(r"^rule (\w+):", line.strip()):
+            rule = m.group(1)
+        elif (m := re.search(r"wildcards: run=([\w.-]+)", line)) and rule:
+            jobs.add((rule, m.group(1)))
+    return jobs
+
+
+def tables(workdir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted((workdir / "results").rglob("*.parquet"))}
+
+
+def test_lint_and_format() -> None:
+    lint = subprocess.run([str(SNAKEMAKE), "--lint"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    fmt = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert fmt.returncode == 0, fmt.stderr
+
+
+def test_envs_follow_the_lock_file() -> None:
+    pins = {line.strip() for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line}
+    env = yaml.safe_load((REPO / "envs" / "mimir.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert {p for p in pip if "==" in p} == pins
+    assert f"python={sys.version_info.major}.{sys.version_info.minor}" in env["dependencies"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"runs": {"x": {"app": "sockshop", "users": 0}}}, "runs.x.users"),
+        ({"runs": {"x": {"app": "sockshop", "users": 3, "colour": "red"}}}, "colour"),
+        ({"runs": {"x": {"app": "sockshop", "users": 3, "training": "nope"}}}, "runs.x.training"),
+        ({"features": {"split": {"train": 0.5}}}, "features.split"),
+    ],
+)
+def test_a_bad_config_names_the_key(tmp_path: Path, change: dict, words: str) -> None:
+    config = {**SMALL, **change}
+    done = snakemake(tmp_path, "--dry-run", config=config, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and "invalid configuration" in said and words in said
+    assert "config.yaml" in said and "Traceback" not in said
+
+
+@pytest.fixture(scope="module")
+def complete(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir)
+    return workdir
+
+
+def test_everything_is_built_and_logged(complete: Path) -> None:
+    for run in SMALL["runs"]:
+        for tg in (10, 60):
+            for rate in ("1", "0.1"):
+                assert (complete / "results" / run / "features" / f"{tg}s" / f"{rate}.parquet").is_file()
+    logs = {p.parent.name for p in (complete / "logs").rglob("*.log")}
+    assert {"synth", "ingest", "edges"} <= logs
+    assert planned(complete, SMALL) == set()  # nothing left to do
+
+
+def test_changing_a_feature_parameter_reruns_only_features(complete: Path) -> None:
+    config = {**SMALL, "features": {**SMALL["features"], "rate_sd": 0.3}}
+    jobs = planned(complete, config)
+    assert {rule for rule, _ in jobs} == {"features"}
+    assert {run for _, run in jobs} == set(SMALL["runs"])
+
+
+def test_changing_one_runs_load_reruns_that_run_only(complete: Path) -> None:
+    runs = {**SMALL["runs"], "small-eval": {**SMALL["runs"]["small-eval"], "users": 5}}
+    jobs = planned(complete, {**SMALL, "runs": runs})
+    assert jobs == {
+        ("synth", "small-eval"),
+        ("ingest", "small-eval"),
+        ("edges", "small-eval"),
+        ("features", "small-eval"),
+    }
+
+
+def test_two_clean_runs_give_identical_tables(complete: Path, tmp_path: Path) -> None:
+    snakemake(tmp_path)
+    assert tables(tmp_path) == tables(complete)
+
+
+def test_an_interrupted_run_resumes_to_the_same_results(complete: Path, tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(SMALL))
+    cmd = [
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--cores",
+        "2",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "logs").glob("edges/*.log")):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGTERM)  # killed mid-way: some runs done, others half-written
+    proc.wait(timeout=120)
+    assert not (tmp_path / "results" / "small-wp" / "features" / "60s" / "0.1.parquet").exists()
+    snakemake(tmp_path)
+    assert tables(tmp_path) == tables(complete)
