@@ -8,7 +8,7 @@ import pytest
 from conftest import run_mimir
 
 from mimir.detectors import best_f1_threshold, finest_max
-from mimir.detectors.models import DETECTORS
+from mimir.detectors.registry import METHODS as DETECTORS
 from mimir.evaluate import metrics
 
 
@@ -80,3 +80,16 @@ def test_detectors_score_every_coarse_interval_in_0_1(tables: dict, name: str) -
     assert again.score(tables["eval"]).equals(scores)  # seeded: the same model twice
     m = metrics(tables["eval"][60]["label"].to_numpy(), scores["score"].to_numpy(), detector.threshold)
     assert 0 < m["attacked"] < m["intervals"] and not np.isnan(m["roc_auc"])
+
+
+def test_commsvc_learns_from_the_training_split_only(tables: dict) -> None:
+    from mimir.detectors.baselines import CommunicatingServices
+
+    train = {tg: t.copy() for tg, t in tables["train"].items()}
+    coarse_table = train[60]
+    tested = coarse_table["split"] == "test"
+    coarse_table.loc[tested, "w:catalogue>payment"] = 1.0  # a pair that appears in the test split only
+    detector = CommunicatingServices()
+    detector.fit([train])
+    assert "w:catalogue>payment" not in detector.known
+    assert detector.score(train)["score"].to_numpy()[tested.to_numpy()].min() == 1.0

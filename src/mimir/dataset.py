@@ -32,7 +32,7 @@ from mimir.capture.ingest import summary_path
 from mimir.entities import POD, VIP
 from mimir.errors import IOFailure, UsageError
 from mimir.features import compute_features
-from mimir.graphs import CodedEdges, build_graphs
+from mimir.graphs import CodedEdges, Graphs, build_graphs
 from mimir.io import atomic_path
 
 
@@ -88,6 +88,15 @@ def labels(injected: pd.DataFrame, windows: list[dict], start: int, tg: int, cou
         label |= overlap
     out["label"] = label.astype(np.int8)
     return out
+
+
+def service_weights(graphs: Graphs) -> pd.DataFrame:
+    """Bytes per service pair and interval (`w:a>b` columns): the service graph itself, for the baselines."""
+    s = graphs.service_edges()
+    s = s[s["src"] != s["dst"]]
+    wide = s.pivot_table(index="interval", columns=["src", "dst"], values="bytes", aggfunc="sum", fill_value=0.0)
+    wide.columns = [f"w:{a}>{b}" for a, b in wide.columns]
+    return wide.reindex(range(graphs.intervals), fill_value=0.0).reset_index(drop=True)
 
 
 def split_column(count: int, split: dict[str, float]) -> np.ndarray:
@@ -177,7 +186,7 @@ def _one_rate(
         meta = labels(injected, run.get("exfiltration", []), start, tg, graphs.intervals)
         meta.insert(0, "start", start + np.arange(graphs.intervals) * tg)
         meta["split"] = split_column(graphs.intervals, split)
-        frame = pd.concat([meta, table.reset_index(drop=True)], axis=1)
+        frame = pd.concat([meta, table.reset_index(drop=True), service_weights(graphs)], axis=1)
         frame.insert(0, "interval", np.arange(graphs.intervals))
         target = out / "features" / f"{tg}s" / f"{rate_name(rate)}.parquet"
         with atomic_path(target) as tmp:

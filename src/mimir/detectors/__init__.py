@@ -31,8 +31,15 @@ class Detector(Protocol):
         ...
 
 
+WEIGHT_PREFIX = "w:"  # the service graph's bytes per pair (`w:a>b`): context for the baselines, not features
+
+
 def feature_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c not in META]
+    return [c for c in table.columns if c not in META and not c.startswith(WEIGHT_PREFIX)]
+
+
+def weight_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith(WEIGHT_PREFIX)]
 
 
 def coarse(tables: Tables) -> tuple[int, pd.DataFrame]:
