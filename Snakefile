@@ -1,4 +1,4 @@
-"""mimir: captures to labelled feature tables (and, next, models, scores and figures), from config."""
+"""mimir: from runs to labelled feature tables, models, scores, tables and the paper's figures, from config."""
 
 from snakemake.utils import min_version
 
@@ -13,6 +13,7 @@ include: "rules/runs.smk"
 include: "rules/capture.smk"
 include: "rules/edges.smk"
 include: "rules/features.smk"
+include: "rules/models.smk"
 
 
 rule all:

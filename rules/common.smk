@@ -20,6 +20,9 @@ SYNTHETIC = [name for name, run in RUNS.items() if run["source"] == "synthetic"]
 IMPORTED = [name for name, run in RUNS.items() if run["source"] == "import"]
 RATES = [rate_name(rate) for rate in config["features"]["rates"]]
 GRANULARITIES = config["features"]["granularities"]
+TRAINING = [name for name, run in RUNS.items() if run["role"] == "train"]
+METHODS = config["models"]["methods"]
+FIGURES = ["f1_vs_rate", "f1_vs_load", "f1_vs_mix", "f1_vs_granularity"]
 
 
 def one_of(names):
@@ -29,17 +32,50 @@ def one_of(names):
 
 wildcard_constraints:
     run=one_of(RUNS),
+    training=one_of(TRAINING),
+    method=one_of(METHODS),
     rate=r"[0-9]+(\.[0-9]+)?(e-?[0-9]+)?",
     tg=r"[0-9]+",
 
 
 def all_outputs():
+    return [
+        *expand(
+            "results/{run}/features/{tg}s/{rate}.parquet",
+            run=RUNS,
+            tg=GRANULARITIES,
+            rate=RATES,
+        ),
+        "results/tables/metrics.csv",
+        *expand("results/figures/{figure}.png", figure=FIGURES),
+    ]
+
+
+def evaluated_by(training):
+    """A training run is evaluated on its own test split and on every run that names it."""
+    return [training] + [n for n, r in RUNS.items() if r.get("training") == training]
+
+
+def all_scores():
+    return [
+        f"results/eval/{method}/{training}/{run}.parquet"
+        for method in METHODS
+        for training in TRAINING
+        for run in evaluated_by(training)
+    ]
+
+
+def training_tables(wildcards):
     return expand(
         "results/{run}/features/{tg}s/{rate}.parquet",
-        run=RUNS,
+        run=wildcards.training,
         tg=GRANULARITIES,
         rate=RATES,
     )
+
+
+def method_params(wildcards):
+    return config["models"]["params"].get(wildcards.method.split("@")[0], {})
 
 
 def run_settings(wildcards):

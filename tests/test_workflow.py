@@ -24,6 +24,7 @@ SMALL = {
         "small-wp": {"app": "wordpress", "users": 4, "role": "train"},
     },
     "features": {"rates": [1, 0.1], "granularities": [10, 60]},
+    "models": {"methods": ["mimir", "mimir@60", "commsvc"], "params": {"mimir": {"c": 1.0}}},
 }
 
 
@@ -49,19 +50,20 @@ def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool
 
 
 def planned(workdir: Path, config: dict) -> set[tuple[str, str]]:
-    """(rule, run) of every job a dry run would execute."""
+    """(rule, run) of every job a dry run would execute ('' for jobs over all runs, like the tables)."""
     out = snakemake(workdir, "--dry-run", config=config).stdout
-    jobs, rule = set(), None
+    jobs: list[list[str]] = []
     for line in out.splitlines():
         if m := re.match(r"^rule (\w+):", line.strip()):
-            rule = m.group(1)
-        elif (m := re.search(r"wildcards: run=([\w.-]+)", line)) and rule:
-            jobs.add((rule, m.group(1)))
-    return jobs
+            jobs.append([m.group(1), ""])
+        elif jobs and (m := re.search(r"wildcards: .*\brun=([\w.-]+)", line)):
+            jobs[-1][1] = m.group(1)
+    return {(rule, run) for rule, run in jobs if rule != "all"}
 
 
 def tables(workdir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted((workdir / "results").rglob("*.parquet"))}
+    files = [*(workdir / "results").rglob("*.parquet"), *(workdir / "results").rglob("*.csv")]
+    return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(files)}
 
 
 def test_lint_and_format() -> None:
@@ -111,27 +113,42 @@ def test_everything_is_built_and_logged(complete: Path) -> None:
         for tg in (10, 60):
             for rate in ("1", "0.1"):
                 assert (complete / "results" / run / "features" / f"{tg}s" / f"{rate}.parquet").is_file()
-    logs = {p.parent.name for p in (complete / "logs").rglob("*.log")}
-    assert {"synth", "ingest", "edges"} <= logs
+    logs = {p.relative_to(complete / "logs").parts[0] for p in (complete / "logs").rglob("*.log")}
+    assert {"synth", "ingest", "edges", "features", "model", "score", "metrics.log", "figures.log"} <= logs
+    for figure in ("f1_vs_rate", "f1_vs_load", "f1_vs_mix", "f1_vs_granularity"):
+        assert (complete / "results" / "figures" / f"{figure}.png").stat().st_size > 1000
+    metrics = (complete / "results" / "tables" / "metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("method,training,run,rate,")
+    assert len(metrics) == 1 + 3 * (2 + 1) * 2  # methods x (runs scored by small-train, and small-wp) x rates
     assert planned(complete, SMALL) == set()  # nothing left to do
 
 
-def test_changing_a_feature_parameter_reruns_only_features(complete: Path) -> None:
+def test_changing_a_feature_parameter_reruns_features_and_what_follows(complete: Path) -> None:
     config = {**SMALL, "features": {**SMALL["features"], "rate_sd": 0.3}}
     jobs = planned(complete, config)
-    assert {rule for rule, _ in jobs} == {"features"}
-    assert {run for _, run in jobs} == set(SMALL["runs"])
+    assert {rule for rule, _ in jobs} == {"features", "model", "score", "metrics", "figures"}  # no runs, flows, edges
+    assert {run for rule, run in jobs if rule == "features"} == set(SMALL["runs"])
 
 
 def test_changing_one_runs_load_reruns_that_run_only(complete: Path) -> None:
     runs = {**SMALL["runs"], "small-eval": {**SMALL["runs"]["small-eval"], "users": 5}}
     jobs = planned(complete, {**SMALL, "runs": runs})
-    assert jobs == {
+    assert {run for _, run in jobs} == {"small-eval", ""}  # that run's chain, and the tables over all runs
+    assert {
         ("synth", "small-eval"),
         ("ingest", "small-eval"),
         ("edges", "small-eval"),
         ("features", "small-eval"),
-    }
+        ("score", "small-eval"),
+        ("metrics", ""),
+        ("figures", ""),
+    } == jobs
+
+
+def test_changing_a_detector_parameter_reruns_only_models_and_what_follows(complete: Path) -> None:
+    config = {**SMALL, "models": {**SMALL["models"], "params": {"mimir": {"c": 0.5}}}}
+    rules = {rule for rule, _ in planned(complete, config)}
+    assert {"model", "score", "metrics", "figures"} == rules
 
 
 def test_two_clean_runs_give_identical_tables(complete: Path, tmp_path: Path) -> None:

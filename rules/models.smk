@@ -1,0 +1,79 @@
+"""Detectors fitted on each training run (all its rates), scored on the runs that name it, and judged."""
+
+
+rule model:
+    input:
+        tables=training_tables,
+    output:
+        model="results/models/{method}/{training}/model.joblib",
+        card="results/models/{method}/{training}/model.json",
+    log:
+        "logs/model/{method}/{training}.log",
+    conda:
+        "../envs/mimir.yaml"
+    params:
+        params=method_params,
+        seed=config["seed"],
+    script:
+        "../scripts/model.py"
+
+
+rule score:
+    input:
+        model="results/models/{method}/{training}/model.joblib",
+        card="results/models/{method}/{training}/model.json",
+        tables=expand(
+            "results/{{run}}/features/{tg}s/{rate}.parquet",
+            tg=GRANULARITIES,
+            rate=RATES,
+        ),
+    output:
+        "results/eval/{method}/{training}/{run}.parquet",
+    log:
+        "logs/score/{method}/{training}/{run}.log",
+    conda:
+        "../envs/mimir.yaml"
+    params:
+        training_run=lambda w: w.run == w.training,
+    script:
+        "../scripts/score.py"
+
+
+rule metrics:
+    input:
+        scores=all_scores(),
+        cards=expand(
+            "results/models/{method}/{training}/model.json",
+            method=METHODS,
+            training=TRAINING,
+        ),
+    output:
+        metrics="results/tables/metrics.csv",
+        paths="results/tables/recall_by_path.csv",
+    log:
+        "logs/metrics.log",
+    conda:
+        "../envs/mimir.yaml"
+    script:
+        "../scripts/metrics.py"
+
+
+rule figures:
+    input:
+        "results/tables/metrics.csv",
+    output:
+        report(
+            expand("results/figures/{figure}.png", figure=FIGURES),
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+        expand("results/figures/{figure}.svg", figure=FIGURES),
+    log:
+        "logs/figures.log",
+    conda:
+        "../envs/mimir.yaml"
+    params:
+        runs=RUNS,
+        rate=config["figures"]["rate"],
+    script:
+        "../scripts/figures.py"

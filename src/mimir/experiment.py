@@ -1,0 +1,198 @@
+"""Models, scores, tables and figures of an experiment (design §3 "Models", "Scores", "Figures and tables").
+
+results/models/{method}/{training}/model.joblib + model.json
+results/eval/{method}/{training}/{run}/{rate}.parquet     per interval: start, score, alert, label, path
+results/tables/metrics.csv, results/tables/recall_by_path.csv
+results/figures/*.png and *.svg
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from mimir import __version__
+from mimir.detectors import Tables, coarse, feature_columns
+from mimir.detectors.registry import METHODS
+from mimir.evaluate import metrics
+from mimir.io import atomic_path
+
+GRANULARITY_VARIANT = "@"  # `mimir@10`: the MIMIR detector on one granularity only
+
+
+def make_detector(method: str, params: dict[str, Any], seed: int) -> Any:
+    base, _, _ = method.partition(GRANULARITY_VARIANT)
+    return METHODS[base](**params, seed=seed)
+
+
+def _only(tables: Tables, method: str) -> Tables:
+    _, _, tg = method.partition(GRANULARITY_VARIANT)
+    return {int(tg): tables[int(tg)]} if tg else tables
+
+
+def read_tables(paths: list[str | Path]) -> Tables:
+    """Feature tables of one (run, rate), keyed by granularity (the folder name `{tg}s`)."""
+    return {int(Path(p).parent.name[:-1]): pd.read_parquet(p) for p in paths}
+
+
+def fit_model(method: str, params: dict, seed: int, training: list[Tables], names: list[str], out: Path) -> None:
+    detector = make_detector(method, params, seed)
+    detector.fit([_only(t, method) for t in training])
+    with atomic_path(out / "model.joblib") as tmp:
+        joblib.dump(detector, tmp)
+    card = {
+        "method": method,
+        "params": params,
+        "seed": seed,
+        "granularities": sorted(_only(training[0], method)),
+        "training_runs": names,
+        "threshold": float(detector.threshold),
+        "features": sorted({c for t in training for tg in t for c in feature_columns(t[tg])}),
+        "versions": {"mimir": __version__},
+    }
+    with atomic_path(out / "model.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def score_run(model_dir: Path, by_rate: dict[float, Tables], training_run: bool, out: Path) -> None:
+    """Scores of one run at every rate (a `rate` column); a training run is scored on its test split only."""
+    card = json.loads((model_dir / "model.json").read_text())
+    detector = joblib.load(model_dir / "model.joblib")  # written by fit_model in this workflow, never from outside
+    frames = []
+    for rate, tables in sorted(by_rate.items()):
+        chosen = _only(tables, card["method"])
+        _, table = coarse(chosen)
+        scores = detector.score(chosen)["score"].to_numpy()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "rate": rate,
+                    "start": table["start"].to_numpy(),
+                    "score": scores,
+                    "alert": scores >= detector.threshold,
+                    "label": table["label"].to_numpy(),
+                    "path": table["path"].to_numpy(),
+                    "split": table["split"].to_numpy(),
+                }
+            )
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    if training_run:
+        frame = frame[frame["split"] == "test"]
+    with atomic_path(out) as tmp:
+        frame.reset_index(drop=True).to_parquet(tmp)
+
+
+def metrics_tables(score_files: list[str], out_metrics: Path, out_paths: Path) -> None:
+    rows, path_rows = [], []
+    for name in score_files:
+        p = Path(name)  # results/eval/{method}/{training}/{run}.parquet, beside results/models/
+        run, training, method = p.stem, p.parent.name, p.parent.parent.name
+        threshold = json.loads((p.parents[3] / "models" / method / training / "model.json").read_text())["threshold"]
+        for rate, frame in pd.read_parquet(p).groupby("rate"):
+            m = metrics(frame["label"].to_numpy(), frame["score"].to_numpy(), threshold, frame["path"].to_numpy())
+            by_path = m.pop("recall_by_path")
+            rows.append({"method": method, "training": training, "run": run, "rate": float(rate), **m})
+            path_rows += [
+                {"method": method, "run": run, "rate": float(rate), "path": k, "recall": v} for k, v in by_path.items()
+            ]
+    table = pd.DataFrame(rows).sort_values(["method", "run", "rate"], ignore_index=True)
+    with atomic_path(out_metrics) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    paths = pd.DataFrame(path_rows, columns=["method", "run", "rate", "path", "recall"])
+    with atomic_path(out_paths) as tmp:
+        paths.sort_values(["method", "run", "rate", "path"]).to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _save(fig: Any, stem: Path) -> None:
+    for suffix in (".png", ".svg"):
+        with atomic_path(stem.with_suffix(suffix)) as tmp:
+            fig.savefig(
+                tmp,
+                format=suffix[1:],
+                dpi=120,
+                bbox_inches="tight",
+                metadata={"Date": None} if suffix == ".svg" else {},
+            )
+
+
+def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) -> None:
+    """The paper's four figures (honest F1 solid, oracle F1 dashed) and the training runs' ROC curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = pd.read_csv(metrics_csv)
+    main = m[~m["method"].str.contains(GRANULARITY_VARIANT, regex=False)]
+    trained = {r["training"] for r in runs.values() if r.get("training")}
+    # 1. F1 vs exfiltration rate, per application (its training run's test split), a line per method
+    apps = sorted({runs[t]["app"] for t in trained if "app" in runs[t]})
+    fig, axes = plt.subplots(1, max(len(apps), 1), figsize=(6 * max(len(apps), 1), 4), squeeze=False)
+    for ax, app in zip(axes[0], apps, strict=False):
+        train = next(t for t in sorted(trained) if runs[t].get("app") == app)
+        rows = main[main["run"] == train]
+        for method, group in rows.groupby("method"):
+            part = group.sort_values("rate")
+            line = ax.plot(part["rate"], part["f1"], marker="o", label=f"{method}")[0]
+            ax.plot(part["rate"], part["oracle_f1"], linestyle="--", color=line.get_color(), alpha=0.5)
+        ax.set(
+            xscale="log",
+            xlabel="exfiltration rate (MB/min)",
+            ylabel="F1",
+            ylim=(0, 1.05),
+            title=f"{app}: F1 vs exfiltration rate (dashed: oracle F1)",
+        )
+        ax.legend(fontsize=8)
+    _save(fig, out / "f1_vs_rate")
+    plt.close(fig)
+
+    # 2. F1 vs load ratio at one rate; 3. F1 vs Euclidean distance of the request mixes
+    def ratio_and_distance(run: str) -> tuple[float, float]:
+        r, t = runs[run], runs[runs[run]["training"]]
+        kinds = ("browse", "buy", "register")
+        default = {"browse": 0.5, "buy": 0.3, "register": 0.2}
+        a = np.array([(r.get("mix") or default).get(k, 0) for k in kinds], float)
+        b = np.array([(t.get("mix") or default).get(k, 0) for k in kinds], float)
+        return r["users"] / t["users"], float(np.linalg.norm(a / a.sum() - b / b.sum()))
+
+    evals = main[main["run"].map(lambda n: bool(runs.get(n, {}).get("training"))) & np.isclose(main["rate"], rate)]
+    evals = evals.assign(
+        **dict(zip(("ratio", "distance"), zip(*evals["run"].map(ratio_and_distance), strict=True), strict=True))
+    )
+    for column, stem, label in (
+        ("ratio", "f1_vs_load", "load ratio (evaluation users / training users)"),
+        ("distance", "f1_vs_mix", "Euclidean distance between request mixes"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        same_mix = evals["distance"] < 1e-9 if column == "ratio" else np.isclose(evals["ratio"], 1.0)
+        for method, group in evals[same_mix].groupby("method"):
+            part = group.sort_values(column)
+            ax.plot(part[column], part["f1"], marker="o", label=method)
+        ax.set(xlabel=label, ylabel="F1", ylim=(0, 1.05), title=f"F1 vs {label.split(' (')[0]} at {rate:g} MB/min")
+        ax.legend(fontsize=8)
+        _save(fig, out / stem)
+        plt.close(fig)
+
+    # 4. F1 vs rate for 10 s, 60 s and both (the MIMIR detector), on the training runs' test splits
+    fig, ax = plt.subplots(figsize=(6, 4))
+    variants = m[m["method"].str.startswith("mimir") & m["run"].isin(trained)]
+    for method, group in variants.groupby("method"):
+        part = group.groupby("rate", as_index=False)["f1"].mean()
+        name = "10 s and 60 s" if method == "mimir" else f"{method.split(GRANULARITY_VARIANT)[1]} s only"
+        ax.plot(part["rate"], part["f1"], marker="o", label=name)
+    ax.set(
+        xscale="log",
+        xlabel="exfiltration rate (MB/min)",
+        ylabel="F1",
+        ylim=(0, 1.05),
+        title="MIMIR detector: F1 vs rate by time granularity",
+    )
+    ax.legend(fontsize=8)
+    _save(fig, out / "f1_vs_granularity")
+    plt.close(fig)
