@@ -30,12 +30,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# Until the workflow exists, the main job generates a synthetic Sock Shop run, ingests its capture and prints
-# the flows table's summary.
+# The main job: the whole workflow on the default config (config/config.yaml), then its HTML report.
 run: setup
-	$(BIN)/mimir synth --app sockshop --duration 600 --users 50 --seed 1 -o $(DEMO)/run
-	$(BIN)/mimir ingest $(DEMO)/run/capture/*.pcap -o $(DEMO)/flows.parquet
-	$(BIN)/python -m mimir.capture.show $(DEMO)/flows.parquet
+	$(BIN)/snakemake --cores all
+	$(BIN)/snakemake --report results/report.html
+	$(BIN)/python -m mimir.experiment results/tables/metrics.csv
 
 test: setup
 	$(BIN)/ruff check .

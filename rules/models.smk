@@ -48,7 +48,11 @@ rule metrics:
             training=TRAINING,
         ),
     output:
-        metrics="results/tables/metrics.csv",
+        metrics=report(
+            "results/tables/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Tables",
+        ),
         paths="results/tables/recall_by_path.csv",
     log:
         "logs/metrics.log",

@@ -131,14 +131,14 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
     m = pd.read_csv(metrics_csv)
     main = m[~m["method"].str.contains(GRANULARITY_VARIANT, regex=False)]
     trained = {r["training"] for r in runs.values() if r.get("training")}
-    # 1. F1 vs exfiltration rate, per application (its training run's test split), a line per method
+    # 1. F1 vs exfiltration rate, per application (mean over its evaluation runs), a line per method
     apps = sorted({runs[t]["app"] for t in trained if "app" in runs[t]})
     fig, axes = plt.subplots(1, max(len(apps), 1), figsize=(6 * max(len(apps), 1), 4), squeeze=False)
     for ax, app in zip(axes[0], apps, strict=False):
-        train = next(t for t in sorted(trained) if runs[t].get("app") == app)
-        rows = main[main["run"] == train]
+        evaluated = [n for n, r in runs.items() if r.get("training") and runs[r["training"]].get("app") == app]
+        rows = main[main["run"].isin(evaluated)]
         for method, group in rows.groupby("method"):
-            part = group.sort_values("rate")
+            part = group.groupby("rate", as_index=False)[["f1", "oracle_f1"]].mean()
             line = ax.plot(part["rate"], part["f1"], marker="o", label=f"{method}")[0]
             ax.plot(part["rate"], part["oracle_f1"], linestyle="--", color=line.get_color(), alpha=0.5)
         ax.set(
@@ -146,7 +146,7 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
             xlabel="exfiltration rate (MB/min)",
             ylabel="F1",
             ylim=(0, 1.05),
-            title=f"{app}: F1 vs exfiltration rate (dashed: oracle F1)",
+            title=f"{app}: F1 vs rate, {len(evaluated)} runs (dashed: oracle F1)",
         )
         ax.legend(fontsize=8)
     _save(fig, out / "f1_vs_rate")
@@ -169,19 +169,22 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
         ("ratio", "f1_vs_load", "load ratio (evaluation users / training users)"),
         ("distance", "f1_vs_mix", "Euclidean distance between request mixes"),
     ):
-        fig, ax = plt.subplots(figsize=(6, 4))
         same_mix = evals["distance"] < 1e-9 if column == "ratio" else np.isclose(evals["ratio"], 1.0)
-        for method, group in evals[same_mix].groupby("method"):
-            part = group.sort_values(column)
-            ax.plot(part[column], part["f1"], marker="o", label=method)
-        ax.set(xlabel=label, ylabel="F1", ylim=(0, 1.05), title=f"F1 vs {label.split(' (')[0]} at {rate:g} MB/min")
-        ax.legend(fontsize=8)
+        chosen = evals[same_mix].assign(app=lambda f: f["run"].map(lambda n: runs[n].get("app", "")))
+        panels = sorted(chosen["app"].unique()) or [""]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+        for ax, app in zip(axes[0], panels, strict=True):
+            for method, group in chosen[chosen["app"] == app].groupby("method"):
+                part = group.sort_values(column)
+                ax.plot(part[column], part["f1"], marker="o", label=method)
+            ax.set(xlabel=label, ylabel="F1", ylim=(0, 1.05), title=f"{app}: F1 at {rate:g} MB/min")
+            ax.legend(fontsize=8)
         _save(fig, out / stem)
         plt.close(fig)
 
     # 4. F1 vs rate for 10 s, 60 s and both (the MIMIR detector), on the training runs' test splits
     fig, ax = plt.subplots(figsize=(6, 4))
-    variants = m[m["method"].str.startswith("mimir") & m["run"].isin(trained)]
+    variants = m[m["method"].str.startswith("mimir") & m["run"].map(lambda n: bool(runs.get(n, {}).get("training")))]
     for method, group in variants.groupby("method"):
         part = group.groupby("rate", as_index=False)["f1"].mean()
         name = "10 s and 60 s" if method == "mimir" else f"{method.split(GRANULARITY_VARIANT)[1]} s only"
@@ -191,8 +194,24 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
         xlabel="exfiltration rate (MB/min)",
         ylabel="F1",
         ylim=(0, 1.05),
-        title="MIMIR detector: F1 vs rate by time granularity",
+        title="MIMIR detector: F1 vs rate by time granularity (evaluation runs)",
     )
     ax.legend(fontsize=8)
     _save(fig, out / "f1_vs_granularity")
     plt.close(fig)
+
+
+def summary(metrics_csv: Path) -> str:
+    """Honest and oracle F1 per method and rate, averaged over the evaluated runs (printed by `make run`)."""
+    m = pd.read_csv(metrics_csv)
+    table = m.groupby(["method", "rate"])[["f1", "oracle_f1", "roc_auc"]].mean().unstack("rate")
+    return (
+        f"{metrics_csv}: mean over evaluated runs (F1 at the frozen threshold; oracle F1; ROC AUC)\n"
+        + table.round(2).to_string()
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(summary(Path(sys.argv[1])))
