@@ -48,6 +48,7 @@ def all_outputs():
         ),
         "results/tables/metrics.csv",
         *expand("results/figures/{figure}.png", figure=FIGURES),
+        "results/figures/roc.png",
     ]
 
 

@@ -81,3 +81,24 @@ rule figures:
         rate=config["figures"]["rate"],
     script:
         "../scripts/figures.py"
+
+
+rule roc:
+    input:
+        scores=all_scores(),
+    output:
+        report(
+            "results/figures/roc.png",
+            caption="../report/roc.rst",
+            category="Figures",
+        ),
+        "results/figures/roc.svg",
+    log:
+        "logs/roc.log",
+    conda:
+        "../envs/mimir.yaml"
+    params:
+        runs=RUNS,
+        rate=config["figures"]["rate"],
+    script:
+        "../scripts/roc.py"

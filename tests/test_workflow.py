@@ -115,7 +115,7 @@ def test_everything_is_built_and_logged(complete: Path) -> None:
                 assert (complete / "results" / run / "features" / f"{tg}s" / f"{rate}.parquet").is_file()
     logs = {p.relative_to(complete / "logs").parts[0] for p in (complete / "logs").rglob("*.log")}
     assert {"synth", "ingest", "edges", "features", "model", "score", "metrics.log", "figures.log"} <= logs
-    for figure in ("f1_vs_rate", "f1_vs_load", "f1_vs_mix", "f1_vs_granularity"):
+    for figure in ("f1_vs_rate", "f1_vs_load", "f1_vs_mix", "f1_vs_granularity", "roc"):
         assert (complete / "results" / "figures" / f"{figure}.png").stat().st_size > 1000
     metrics = (complete / "results" / "tables" / "metrics.csv").read_text().splitlines()
     assert metrics[0].startswith("method,training,run,rate,")
@@ -126,7 +126,8 @@ def test_everything_is_built_and_logged(complete: Path) -> None:
 def test_changing_a_feature_parameter_reruns_features_and_what_follows(complete: Path) -> None:
     config = {**SMALL, "features": {**SMALL["features"], "rate_sd": 0.3}}
     jobs = planned(complete, config)
-    assert {rule for rule, _ in jobs} == {"features", "model", "score", "metrics", "figures"}  # no runs, flows, edges
+    # no runs, flows or edges
+    assert {rule for rule, _ in jobs} == {"features", "model", "score", "metrics", "figures", "roc"}
     assert {run for rule, run in jobs if rule == "features"} == set(SMALL["runs"])
 
 
@@ -142,13 +143,14 @@ def test_changing_one_runs_load_reruns_that_run_only(complete: Path) -> None:
         ("score", "small-eval"),
         ("metrics", ""),
         ("figures", ""),
+        ("roc", ""),
     } == jobs
 
 
 def test_changing_a_detector_parameter_reruns_only_models_and_what_follows(complete: Path) -> None:
     config = {**SMALL, "models": {**SMALL["models"], "params": {"mimir": {"c": 0.5}}}}
     rules = {rule for rule, _ in planned(complete, config)}
-    assert {"model", "score", "metrics", "figures"} == rules
+    assert {"model", "score", "metrics", "figures", "roc"} == rules
 
 
 def test_two_clean_runs_give_identical_tables(complete: Path, tmp_path: Path) -> None:

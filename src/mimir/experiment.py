@@ -201,6 +201,45 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
     plt.close(fig)
 
 
+def roc_figure(score_files: list[str], runs: dict[str, dict], rate: float, out: Path) -> None:
+    """ROC curves per application at one rate, pooled over its evaluation runs, a curve per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    pooled: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    for name in score_files:
+        p = Path(name)
+        run, method = p.stem, p.parent.parent.name
+        if not runs.get(run, {}).get("training") or GRANULARITY_VARIANT in method:
+            continue
+        frame = pd.read_parquet(p)
+        app = runs[runs[run]["training"]].get("app", "")
+        pooled.setdefault((app, method), []).append(frame[np.isclose(frame["rate"], rate)])
+    apps = sorted({app for app, _ in pooled}) or [""]
+    fig, axes = plt.subplots(1, len(apps), figsize=(6 * len(apps), 5), squeeze=False)
+    for ax, app in zip(axes[0], apps, strict=True):
+        for (a, method), parts in sorted(pooled.items()):
+            frame = pd.concat(parts, ignore_index=True)
+            if a != app or frame["label"].nunique() < 2:
+                continue
+            fpr, tpr, _ = roc_curve(frame["label"], frame["score"])
+            ax.plot(fpr, tpr, label=f"{method} (AUC {roc_auc_score(frame['label'], frame['score']):.2f})")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+            title=f"{app}: ROC at {rate:g} MB/min, evaluation runs pooled",
+        )
+        ax.legend(fontsize=8, loc="lower right")
+    _save(fig, out / "roc")
+    plt.close(fig)
+
+
 def summary(metrics_csv: Path) -> str:
     """Honest and oracle F1 per method and rate, averaged over the evaluated runs (printed by `make run`)."""
     m = pd.read_csv(metrics_csv)
