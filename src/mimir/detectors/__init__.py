@@ -73,3 +73,14 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     last_of_value = np.r_[s[1:] != s[:-1], True]  # a threshold admits every row with the same score
     f1 = np.where(last_of_value, f1, -1)
     return float(s[int(np.argmax(f1))])
+
+
+def validation_threshold(detector: Detector, training: list[Tables]) -> float:
+    """The threshold with the best F1 on the training runs' validation split, frozen into the model."""
+    tg = max(training[0])
+    scores, labels = [], []
+    for tables in training:
+        chosen = tables[tg]["split"].to_numpy() == "validation"
+        scores.append(detector.score(tables)["score"].to_numpy()[chosen])
+        labels.append(tables[tg]["label"].to_numpy()[chosen])
+    return best_f1_threshold(np.concatenate(labels), np.concatenate(scores))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mimir.detectors import Tables, best_f1_threshold, coarse, weight_columns
+from mimir.detectors import Tables, coarse, validation_threshold, weight_columns
 from mimir.entities import INGRESS, OUTSIDE
 
 
@@ -38,9 +38,7 @@ class _Baseline:
         benign = rows[rows["label"] == 0].fillna(0.0)
         self.learn(benign)
         self.reference = np.sort(self.statistic(benign))
-        scores = [self.score(t)["score"].to_numpy()[t[tg]["split"].to_numpy() == "validation"] for t in training]
-        labels = [t[tg].loc[t[tg]["split"] == "validation", "label"].to_numpy() for t in training]
-        self.threshold = best_f1_threshold(np.concatenate(labels), np.concatenate(scores))
+        self.threshold = validation_threshold(self, training)
 
     def to_unit(self, statistic: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.reference, statistic, side="right") / max(len(self.reference), 1)

@@ -8,7 +8,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.linear_model import LassoCV, LogisticRegression
 from sklearn.preprocessing import RobustScaler
 
-from mimir.detectors import Tables, best_f1_threshold, coarse, feature_columns, finest_max
+from mimir.detectors import Tables, coarse, feature_columns, finest_max, validation_threshold
 
 
 def _rows(training: list[Tables], tg: int, split: str) -> pd.DataFrame:
@@ -85,9 +85,7 @@ class MimirDetector(_PerGranularity):
         y = np.concatenate([t[tg].loc[t[tg]["split"] == "train", "label"].to_numpy() for t in training])
         if len(set(y)) == 2:
             self.stacker = LogisticRegression(random_state=self.seed).fit(x, y)
-        validation = [self.score(t)["score"].to_numpy()[t[tg]["split"].to_numpy() == "validation"] for t in training]
-        labels = [t[tg].loc[t[tg]["split"] == "validation", "label"].to_numpy() for t in training]
-        self.threshold = best_f1_threshold(np.concatenate(labels), np.concatenate(validation))
+        self.threshold = validation_threshold(self, training)
 
     def score(self, tables: Tables) -> pd.DataFrame:
         x = self._stack_inputs(tables)
@@ -114,10 +112,7 @@ class LassoDetector(MimirDetector):
 
     def fit(self, training: list[Tables]) -> None:
         self.fit_granularities(training)
-        tg = max(training[0])
-        validation = [self.score(t)["score"].to_numpy()[t[tg]["split"].to_numpy() == "validation"] for t in training]
-        labels = [t[tg].loc[t[tg]["split"] == "validation", "label"].to_numpy() for t in training]
-        self.threshold = best_f1_threshold(np.concatenate(labels), np.concatenate(validation))
+        self.threshold = validation_threshold(self, training)
 
     def score(self, tables: Tables) -> pd.DataFrame:
         x = self._stack_inputs(tables)
@@ -147,9 +142,7 @@ class IsolationForestDetector:
         x = self._x(rows)
         self.forest = IsolationForest(n_estimators=200, random_state=self.seed).fit(x)
         self.reference = np.sort(-self.forest.score_samples(x))
-        validation = [self.score(t)["score"].to_numpy()[t[tg]["split"].to_numpy() == "validation"] for t in training]
-        labels = [t[tg].loc[t[tg]["split"] == "validation", "label"].to_numpy() for t in training]
-        self.threshold = best_f1_threshold(np.concatenate(labels), np.concatenate(validation))
+        self.threshold = validation_threshold(self, training)
 
     def score(self, tables: Tables) -> pd.DataFrame:
         _, table = coarse(tables)
