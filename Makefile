@@ -6,9 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-lock
 DEB_PACKAGES := tshark tcpdump iproute2 gzip python3-venv
-DEMO := data/demo
 
-.PHONY: setup debian venv run test lint lock envs bench clean
+.PHONY: setup debian venv run test lint lock envs bench clean clean-results
 
 setup: debian venv
 
@@ -63,4 +62,8 @@ bench: setup
 	$(BIN)/python benchmarks/features.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) .pytest_cache
+
+# Everything the workflow made (runs, results, logs and its metadata); the venv stays.
+clean-results:
+	rm -rf data results logs .snakemake
