@@ -44,6 +44,12 @@ def _ingest_help() -> str:
     )
 
 
+def _command(commands: argparse._SubParsersAction, name: str, **kwargs: str) -> argparse.ArgumentParser:
+    """A subcommand whose help keeps its line breaks and ends with the exit codes (unless it gives its own)."""
+    kwargs.setdefault("epilog", EXIT_CODE_TEXT)
+    return commands.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mimir",
@@ -54,13 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mimir {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ingest = commands.add_parser(
+    ingest = _command(
+        commands,
         "ingest",
         help="turn capture files into a per-time-bin flows table",
         description="Read capture files (one run, given in time order: a rotated capture makes one table) "
         "in a single streaming pass and write its flows table and summary.",
         epilog=_ingest_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingest.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE", help="pcap, pcapng or gzip file")
     ingest.add_argument("-o", "--output", required=True, type=Path, metavar="FLOWS.parquet", help="flows table")
@@ -80,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=_run_ingest)
 
-    synth = commands.add_parser(
+    synth = _command(
+        commands,
         "synth",
         help="generate a synthetic run (capture, entities, run.json) of an application under load",
         description="Simulate a microservice application on a one-node Kubernetes cluster under a daily load "
@@ -88,7 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
         "capture/*.pcap (Linux cooked v2, rotated), entities.jsonl and run.json. Same arguments, same bytes.",
         epilog="applications: config/apps/<APP>.yaml (schema: config/schemas/app.schema.json), or a path to "
         "such a file.\n\n" + EXIT_CODE_TEXT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     synth.add_argument(
         "--app", required=True, metavar="APP", help="sockshop, wordpress, online-boutique or a YAML file"
@@ -122,15 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.set_defaults(handler=_run_synth)
 
-    edges = commands.add_parser(
+    edges = _command(
+        commands,
         "edges",
         help="resolve a flows table's addresses to the run's entities, per second",
         description="Attribute every flow to the entity that held its addresses at that time (entities.jsonl "
         "replayed: IP reuse, pods added and removed, services by selector) and write one row per (second, src "
         "entity, dst entity) with packets, bytes and both ends' kind (pod, vip, ingress, outside, infra, unknown) "
         "and service, plus EDGES.summary.json.",
-        epilog=EXIT_CODE_TEXT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     edges.add_argument("flows", type=Path, metavar="FLOWS.parquet", help="from mimir ingest")
     edges.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (entities.jsonl, run.json)")
@@ -142,15 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edges.set_defaults(handler=_run_edges)
 
-    legacy = commands.add_parser(
+    legacy = _command(
+        commands,
         "import-legacy",
         help="convert an experiment of the MIMIR prototype into a run bundle",
         description="Convert a prototype experiment (its pcap, its pickled cluster-creation log and, optionally, "
         "its analysis JSON) into a run bundle: capture/, entities.jsonl and run.json. The log's second 0 is the "
         "capture's first packet. The pickle is read with an unpickler that refuses every global: a log that "
         "would run code is rejected, never executed.",
-        epilog=EXIT_CODE_TEXT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     legacy.add_argument("--pcap", required=True, type=Path, metavar="P", help="the experiment's capture")
     legacy.add_argument("--cluster-log", required=True, type=Path, metavar="L", help="the cluster-creation log")
@@ -158,15 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     legacy.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
     legacy.set_defaults(handler=_run_import_legacy)
 
-    features = commands.add_parser(
+    features = _command(
+        commands,
         "features",
         help="inject exfiltration and compute the labelled feature tables of a run",
         description="For each exfiltration rate, inject attacks once at the 1 s bin along paths from the "
         "sensitive services to outside (learned from benign traffic), aggregate to every granularity, and "
         "write OUT/attacks/{rate}.parquet and OUT/features/{tg}s/{rate}.parquet: per interval the MIMIR "
         "features, the label, the attack id and path, and the split.",
-        epilog=EXIT_CODE_TEXT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     features.add_argument("edges", type=Path, metavar="EDGES.parquet", help="from mimir edges")
     features.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (run.json)")

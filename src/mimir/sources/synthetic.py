@@ -484,20 +484,26 @@ class Simulation:
                 t = np.arange(self.pods.added[pod] + rng.uniform(0, rule.interval), end, rule.interval)
                 n = t.shape[0]
                 client = np.full(n, self.pods.ip[pod])
-                self.conns.add(
-                    t0=t,
-                    dur=0.05,
-                    mode=MODE_TCP,
-                    c1=client,
-                    s1=outside,
-                    c2=NODE_IP,
-                    s2=outside,
-                    sport=rng.integers(32768, 61000, n),
-                    dport=rule.port,
-                    req=rule.request,
-                    resp=rule.response,
-                )
+                self._egress_connections(t, client, outside, rule.port, rule.request, rule.response)
                 self._lookups(t, client)
+
+    def _egress_connections(
+        self, t0: np.ndarray, client: np.ndarray, outside: int, port: int, req: int | np.ndarray, resp: int
+    ) -> None:
+        """Calls to the outside: seen from the pod (before SNAT) and from the node (after)."""
+        self.conns.add(
+            t0=t0,
+            dur=0.05,
+            mode=MODE_TCP,
+            c1=client,
+            s1=outside,
+            c2=NODE_IP,
+            s2=outside,
+            sport=self.rng.integers(32768, 61000, t0.shape[0]),
+            dport=port,
+            req=req,
+            resp=resp,
+        )
 
     def add_exfiltration(self, serving: np.ndarray) -> None:
         """Real exfiltration packets along each window's path: pulled over a call the app makes, else pushed."""
@@ -519,19 +525,7 @@ class Simulation:
                 src = np.full(ticks.shape[0], ip[pods[hop]])
                 n = ticks.shape[0]
                 if b == "outside":
-                    self.conns.add(
-                        t0=t,
-                        dur=0.05,
-                        mode=MODE_TCP,
-                        c1=src,
-                        s1=EXFIL_DESTINATION,
-                        c2=NODE_IP,
-                        s2=EXFIL_DESTINATION,
-                        sport=rng.integers(32768, 61000, n),
-                        dport=443,
-                        req=chunk,
-                        resp=200,
-                    )
+                    self._egress_connections(t, src, EXFIL_DESTINATION, 443, chunk, 200)
                 elif (b, a) in calls:  # b normally calls a: b pulls the data in a response
                     dst = np.full(n, ip[pods[hop + 1]])
                     self._service_connections(
