@@ -18,6 +18,7 @@ except ConfigError as error:
 RUNS = config["runs"]
 SYNTHETIC = [name for name, run in RUNS.items() if run["source"] == "synthetic"]
 IMPORTED = [name for name, run in RUNS.items() if run["source"] == "import"]
+COLLECTED = [name for name, run in RUNS.items() if run["source"] == "cluster"]
 RATES = [rate_name(rate) for rate in config["features"]["rates"]]
 GRANULARITIES = config["features"]["granularities"]
 TRAINING = [name for name, run in RUNS.items() if run["role"] == "train"]

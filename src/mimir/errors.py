@@ -14,6 +14,9 @@ EXIT_USAGE = 2  # a bad command-line value (argparse uses 2 as well)
 EXIT_BAD_INPUT = 3  # an input file is not what it must be (not a capture, empty, corrupt record)
 EXIT_UNSUPPORTED = 4  # a well-formed capture that mimir cannot decode (link type, timestamp resolution)
 EXIT_IO = 5  # a file cannot be read or written (missing, permissions, disk full)
+EXIT_PROVISION = 6  # an Ansible play failed on a host (the message names the host and the task)
+EXIT_CLUSTER = 7  # the Kubernetes cluster refused or failed a step of a collection (the run is marked incomplete)
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM after cleaning up (the run is marked incomplete)
 
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -22,6 +25,9 @@ EXIT_CODES = {
     EXIT_BAD_INPUT: "bad input file: not a capture, empty, or a corrupt record (the message names file and offset)",
     EXIT_UNSUPPORTED: "unsupported capture content, such as an unsupported link type",
     EXIT_IO: "a file could not be read or written",
+    EXIT_PROVISION: "provisioning failed on a host (the message names the host and the task)",
+    EXIT_CLUSTER: "the cluster failed a collection step (the run is left marked incomplete)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C or SIGTERM, after cleaning up",
 }
 
 
@@ -55,3 +61,21 @@ class CaptureError(MimirError):
 
 class UnsupportedCapture(CaptureError):
     exit_code = EXIT_UNSUPPORTED
+
+
+class ProvisionError(MimirError):
+    """A play failed: the message names the host and the task."""
+
+    exit_code = EXIT_PROVISION
+
+
+class ClusterError(MimirError):
+    """The Kubernetes API refused or failed a step of a collection."""
+
+    exit_code = EXIT_CLUSTER
+
+
+class Interrupted(MimirError):
+    """Ctrl-C or SIGTERM during long work, after its cleanup ran."""
+
+    exit_code = EXIT_INTERRUPTED

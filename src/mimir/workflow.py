@@ -87,6 +87,42 @@ def synth_run(settings: dict[str, Any], defaults: dict[str, Any], seed: int, out
     print(f"{out}: {result.packets} packets in {len(result.files)} files")
 
 
+def collect_run(
+    settings: dict[str, Any], defaults: dict[str, Any], cluster: dict[str, Any], seed: int, out: Path
+) -> None:
+    """One run on the cluster; its progress lines go to the rule's log."""
+    from mimir.apps import load_app
+    from mimir.sources.cluster.collect import CollectConfig, collect, progress_printer
+    from mimir.sources.synthetic import parse_mix
+
+    app = load_app(settings["app"])
+    mix = settings.get("mix") or {"browse": 0.5, "buy": 0.3, "register": 0.2}
+    kubeconfig = cluster.get("kubeconfig")
+    cfg = CollectConfig(
+        app=app,
+        users=int(settings["users"]),
+        mix=parse_mix(",".join(f"{k}={v}" for k, v in mix.items()), list(app.requests)),
+        duration=float(settings.get("duration", defaults["duration"])),
+        out=out,
+        seed=int(settings.get("seed", seed)),
+        spawn_rate=float(cluster["spawn_rate"]),
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        context=cluster.get("context"),
+        target=cluster.get("target"),
+        capture_netns=cluster["capture_netns"],
+        interface=cluster["interface"],
+        rotate=int(defaults["rotate"]),
+        snaplen=int(defaults["snaplen"]),
+        customers=int(cluster["customers"]),
+        cpu_percent=int(cluster["cpu_percent"]),
+        ready_timeout=float(cluster["ready_timeout"]),
+        least_privilege_watch=bool(cluster["least_privilege_watch"]),
+        keep=bool(cluster["keep"]),
+    )
+    run = collect(cfg, progress=progress_printer(sys.stdout))
+    print(f"{out}: {run['status']}, {run.get('capture', {}).get('packets')} packets captured")
+
+
 def import_run(settings: dict[str, Any], out: Path) -> None:
     from mimir.sources.legacy import import_legacy
 

@@ -1,0 +1,9 @@
+"""Snakemake adapter for rule collect (runs with `source: cluster`)."""
+
+from pathlib import Path
+
+from mimir.workflow import collect_run, logged
+
+sm = snakemake  # noqa: F821 - provided by Snakemake
+with logged(sm.log[0]):
+    collect_run(sm.params.settings, sm.params.defaults, sm.params.cluster, sm.params.seed, Path(sm.output[0]))

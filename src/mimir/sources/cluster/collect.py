@@ -1,0 +1,502 @@
+"""`mimir collect`: one run on a real Kubernetes cluster, from deployment to a run bundle.
+
+The order is what makes the run trustworthy (the prototype's weaknesses, mimir-collection.md §7): deploy from pinned
+manifests and wait for readiness through the API (no fixed sleeps), populate, probe the entry point, then start the
+entity watch (a full listing), the node capture and one Locust process, each stamping its own events in UTC epoch
+seconds. Whatever happens (success, an error, Ctrl-C or SIGTERM), the load, the capture and the watch are stopped, the
+application is torn down, and run.json says whether the bundle is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from mimir import __version__
+from mimir.apps import CONFIG, App
+from mimir.errors import ClusterError, Interrupted, MimirError, UsageError
+from mimir.io import atomic_path
+from mimir.sources.synthetic import daily_curve
+
+DEFAULT_SERVICE_NETWORK = "10.96.0.0/12"  # kubeadm's and minikube's default service CIDR
+DEFAULT_POD_NETWORK = "10.244.0.0/16"
+POPULATE_PHASE = "mimir.io/phase"
+RBAC_MANIFEST = CONFIG / "k8s" / "rbac" / "watcher.yaml"
+WATCHER_ACCOUNT = ("mimir", "mimir-watcher")
+LOCUSTFILES = Path(__file__).with_name("locustfiles")
+
+
+@dataclass
+class CollectConfig:
+    """Everything one collection needs; the command line and the workflow's `source: cluster` build it."""
+
+    app: App
+    users: int
+    mix: dict[str, float]
+    duration: float
+    out: Path
+    seed: int = 0
+    spawn_rate: float = 10.0
+    kubeconfig: Path | None = None
+    context: str | None = None
+    server: str | None = None
+    manifests: Path | None = None
+    target: str | None = None
+    capture_netns: str = "host"
+    interface: str = "any"
+    rotate: int = 600
+    snaplen: int = 256
+    buffer_kib: int = 32768
+    customers: int = 1000
+    populate: bool = True
+    cpu_percent: int = 50
+    ready_timeout: float = 900.0
+    service_network: str = DEFAULT_SERVICE_NETWORK
+    locustfile: Path | None = None
+    least_privilege_watch: bool = True
+    keep: bool = False
+
+    @property
+    def manifest_folder(self) -> Path:
+        return self.manifests or CONFIG / "k8s" / self.app.name
+
+    @property
+    def locust_path(self) -> Path:
+        return self.locustfile or LOCUSTFILES / f"{self.app.name.replace('-', '_')}.py"
+
+
+class _Stopped(Exception):
+    """Raised in the main thread by the first Ctrl-C or SIGTERM."""
+
+
+@dataclass
+class _StopSwitch:
+    """Set by the first SIGINT/SIGTERM. While `unwind` is true the signal also raises, to leave a blocking API call;
+    while the load runs it only sets `event`, and the load stops Locust itself so its statistics are written."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    unwind: bool = True
+
+
+@contextlib.contextmanager
+def _stop_on_signals(switch: _StopSwitch) -> Iterator[None]:
+    def handle(signum: int, _frame: Any) -> None:
+        if switch.event.is_set():
+            return
+        switch.event.set()
+        if switch.unwind:
+            raise _Stopped(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def capture_netns(spec: str) -> Path | None:
+    """`host` → capture where mimir runs; a path → that namespace file; `container:NAME` → a Docker container's.
+
+    With minikube's docker driver the node is the container `minikube`: capturing in its namespace from the host sees
+    every pod's veth and the bridge, as the prototype's capture inside the VM did.
+    """
+    if spec == "host":
+        return None
+    if spec.startswith("container:"):
+        name = spec.split(":", 1)[1]
+        try:
+            out = subprocess.run(
+                ["docker", "inspect", "--format", "{{.State.Pid}}", name],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout.strip()
+        except FileNotFoundError:
+            raise UsageError(f"--capture-netns {spec}: no docker command to find the container") from None
+        except subprocess.CalledProcessError as e:
+            raise UsageError(f"--capture-netns {spec}: docker inspect failed: {e.stderr.strip()}") from None
+        if not out.isdigit() or out == "0":
+            raise UsageError(f"--capture-netns {spec}: container {name!r} is not running")
+        return Path(f"/proc/{out}/ns/net")
+    path = Path(spec)
+    if not path.exists():
+        raise UsageError(f"--capture-netns {spec}: no such network namespace file")
+    return path
+
+
+def source_address(url: str) -> str:
+    """The local address this host uses to reach the entry point: the load generator's address in the capture."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+            return str(probe.getsockname()[0])
+    except OSError as e:
+        raise ClusterError(f"entry point {url}: cannot route to it: {e}") from None
+
+
+def probe_entry(url: str, timeout: float, stop: threading.Event) -> float:
+    """Wait until the entry point answers below 500 (a real request, not a sleep); return how long that took."""
+    began = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - began < timeout and not stop.is_set():
+        try:
+            answer = requests.get(url, timeout=5, allow_redirects=False)
+            if answer.status_code < 500:
+                return time.monotonic() - began
+            last = f"HTTP {answer.status_code}"
+        except requests.RequestException as e:
+            last = type(e).__name__
+        stop.wait(1.0)
+    raise ClusterError(f"entry point {url} did not answer within {timeout:.0f} s (last: {last})")
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"mimir": __version__, "python": platform.python_version()}
+    for package in ("kubernetes", "locust"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        text = subprocess.run(
+            ["tcpdump", "--version"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        versions["tcpdump"] = (text.stdout or text.stderr).splitlines()[0].split()[-1]
+    return versions
+
+
+def _secret(name: str, namespace: str, values: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "stringData": values,
+    }
+
+
+def app_secrets(app: App) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Secrets the manifests reference but the repository must not hold, and the load parameters drawn from them."""
+    if app.name != "wordpress":
+        return [], {}
+    values = {
+        "mysql-root-password": secrets.token_urlsafe(18),
+        "mysql-password": secrets.token_urlsafe(18),
+        "xtrabackup-password": secrets.token_urlsafe(18),
+        "wordpress-admin-password": secrets.token_urlsafe(18),
+    }
+    params = {"admin_user": "mimir", "admin_password": values["wordpress-admin-password"]}
+    return [_secret("wordpress-db", app.namespace, values)], params
+
+
+def split_populate(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The application's objects, and the ones that populate it once it is ready (annotated with the phase)."""
+
+    def phase(doc: dict[str, Any]) -> str:
+        return ((doc.get("metadata") or {}).get("annotations") or {}).get(POPULATE_PHASE, "")
+
+    return [d for d in objects if phase(d) != "populate"], [d for d in objects if phase(d) == "populate"]
+
+
+class RunRecord:
+    """run.json, rewritten atomically at every milestone so a crash leaves the bundle clearly marked incomplete."""
+
+    def __init__(self, out: Path, info: dict[str, Any]):
+        self.path = out / "run.json"
+        self.info = info
+        self.write()
+
+    def update(self, **values: Any) -> None:
+        self.info.update(values)
+        self.write()
+
+    def write(self) -> None:
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.info, indent=2, default=str) + "\n")
+
+
+def _log(progress: Callable[[str], None] | None, text: str) -> None:
+    if progress:
+        progress(text)
+
+
+def _prepare_output(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out}: the output folder exists and is not empty; choose another or remove it")
+    try:
+        (out / "capture").mkdir(parents=True, exist_ok=True)
+        (out / "load").mkdir(exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{out}: cannot create the output folder: {e.strerror}") from None
+
+
+def _link_type(path: Path) -> int | None:
+    """The link type in a classic pcap header (tcpdump writes classic pcap)."""
+    with path.open("rb") as handle:
+        header = handle.read(24)
+    if len(header) < 24:
+        return None
+    order = "little" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
+    return int.from_bytes(header[20:24], order) & 0x0FFFFFFF
+
+
+def _watch_client(api: Any, cfg: CollectConfig) -> Any:
+    """An API client holding only the watcher ServiceAccount's token (list and watch), when the cluster issues one."""
+    if not cfg.least_privilege_watch:
+        return api
+    from kubernetes import client
+
+    namespace, name = WATCHER_ACCOUNT
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=int(cfg.duration) + 7200)
+    )
+    try:
+        token = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request).status.token
+    except client.ApiException as e:
+        raise ClusterError(
+            f"cannot get a token for the ServiceAccount {namespace}/{name} ({e.status} {e.reason}); "
+            "pass --no-least-privilege-watch to watch with your own credentials"
+        ) from None
+    settings = client.Configuration()
+    source = api.configuration
+    settings.host, settings.verify_ssl, settings.ssl_ca_cert = source.host, source.verify_ssl, source.ssl_ca_cert
+    settings.api_key = {"authorization": token}
+    settings.api_key_prefix = {"authorization": "Bearer"}
+    return client.ApiClient(settings)
+
+
+def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Collect one run into cfg.out; return run.json. Raises ClusterError or Interrupted after cleaning up."""
+    from mimir.sources.cluster import capture, kube, load, watcher
+
+    if not cfg.manifest_folder.is_dir():
+        raise UsageError(f"{cfg.manifest_folder}: no manifests for application {cfg.app.name!r}")
+    if not cfg.locust_path.is_file():
+        raise UsageError(f"{cfg.locust_path}: no locustfile for application {cfg.app.name!r}")
+    try:
+        ipaddress.ip_network(cfg.service_network)
+    except ValueError as e:
+        raise UsageError(f"--service-network {cfg.service_network}: {e}") from None
+    netns = capture_netns(cfg.capture_netns)
+    objects = kube.load_manifests(cfg.manifest_folder)
+    _prepare_output(cfg.out)
+    phases = daily_curve(cfg.users).tolist()
+    record = RunRecord(
+        cfg.out,
+        {
+            "app": cfg.app.name,
+            "source": "cluster",
+            "status": "collecting",
+            "start": None,
+            "end": None,
+            "load": {"users": cfg.users, "curve": "normal", "phases": phases, "spawn_rate": cfg.spawn_rate},
+            "mix": cfg.mix,
+            "sensitive": list(cfg.app.sensitive),
+            "exfiltration": [],
+            "seed": cfg.seed,
+            "namespace": cfg.app.namespace,
+            "tools": tool_versions(),
+            "clock": {"collect_started": time.time()},
+        },
+    )
+    switch = _StopSwitch()
+    stop = switch.event
+    refs: list[Any] = []
+    api = None
+    watch = cap = None
+    clock = record.info["clock"]
+    try:
+        with _stop_on_signals(switch):
+            api = kube.connect(cfg.kubeconfig, cfg.context, cfg.server)
+            app_objects, populate_objects = split_populate(objects)
+            extra_secrets, params = app_secrets(cfg.app)
+            rbac = kube.load_manifests(RBAC_MANIFEST.parent) if cfg.least_privilege_watch else []
+            _log(progress, f"deploying {cfg.app.name}: {len(app_objects)} objects from {cfg.manifest_folder}")
+            refs += kube.deploy(api, rbac + extra_secrets + app_objects, cfg.app.namespace)
+            replicas = {name: s.replicas for name, s in cfg.app.services.items()}
+            kube.scale(api, cfg.app.namespace, replicas)
+            targets = {
+                name: (s.autoscale.min, s.autoscale.max, cfg.cpu_percent)
+                for name, s in cfg.app.services.items()
+                if s.autoscale
+            }
+            refs += kube.autoscale(api, cfg.app.namespace, targets)
+            kube.wait_ready(api, cfg.app.namespace, list(replicas), cfg.ready_timeout, progress)
+            clock["ready"] = time.time()
+            target = cfg.target or kube.entry_url(api, cfg.app.namespace, cfg.app.entry)
+            probe_entry(target, cfg.ready_timeout, stop)
+            if cfg.populate:
+                params.update(_populate(api, cfg, target, populate_objects, refs, progress))
+                clock["populated"] = time.time()
+            facts = kube.cluster_facts(api, [cfg.app.namespace])
+            record.update(cluster=facts, addresses=_addresses(cfg, facts, target), target=target)
+
+            watch = watcher.EntityWatcher(_watch_client(api, cfg), None, cfg.out / "entities.jsonl")
+            clock["entities_listed"] = watch.start()
+            cap = capture.NodeCapture(
+                cfg.out / "capture",
+                interface=cfg.interface,
+                rotate_seconds=cfg.rotate,
+                snaplen=cfg.snaplen,
+                buffer_kib=cfg.buffer_kib,
+                netns=netns,
+            )
+            clock["capture_started"] = cap.start()
+            plan = load.LoadPlan(
+                users=cfg.users,
+                duration=cfg.duration,
+                spawn_rate=cfg.spawn_rate,
+                mix=cfg.mix,
+                seed=cfg.seed,
+                think_min=cfg.app.think_time[0],
+                think_max=cfg.app.think_time[1],
+                params=params,
+                events=str(cfg.out / "load" / "phases.jsonl"),
+            )
+            record.update(status="loading")
+            _log(progress, f"load: {cfg.users} users at peak for {cfg.duration:.0f} s against {target}")
+            switch.unwind = False
+            result = load.run_locust(cfg.locust_path, target, plan, cfg.out / "load", stop=stop, progress=progress)
+            switch.unwind = True
+            record.update(start=result.start, end=result.end, load={**record.info["load"], **result.to_json()})
+            if stop.is_set():
+                raise _Stopped("a signal stopped the load")
+    except _Stopped as e:
+        _finish(record, cap, watch, api, refs, cfg, progress, f"interrupted ({e})")
+        raise Interrupted(f"{cfg.out}: collection interrupted ({e}); the run is marked incomplete") from None
+    except MimirError as e:
+        _finish(record, cap, watch, api, refs, cfg, progress, str(e))
+        raise ClusterError(f"{cfg.out}: {e}; the run is marked incomplete") from None
+    except BaseException as e:
+        _finish(record, cap, watch, api, refs, cfg, progress, f"{type(e).__name__}: {e}")
+        raise
+    _finish(record, cap, watch, api, refs, cfg, progress, None)
+    return record.info
+
+
+def _populate(
+    api: Any,
+    cfg: CollectConfig,
+    target: str,
+    populate_objects: list[dict[str, Any]],
+    refs: list[Any],
+    progress: Callable[[str], None] | None,
+) -> dict[str, str]:
+    """Fill the application with data before t0 (the prototype ignored its own customer count)."""
+    from mimir.sources.cluster import kube, populate
+
+    if cfg.app.name == "sockshop":
+        _log(progress, f"populating sockshop: {cfg.customers} customers")
+        populate.populate_sockshop(target, cfg.customers, cfg.seed, progress=progress)
+        return {"customers": str(cfg.customers), "customer_seed": str(cfg.seed)}
+    if populate_objects:
+        names = [d["metadata"]["name"] for d in populate_objects]
+        _log(progress, f"populating {cfg.app.name}: {', '.join(names)}")
+        refs += kube.deploy(api, populate_objects, cfg.app.namespace)
+        kube.wait_ready(api, cfg.app.namespace, names, cfg.ready_timeout, progress)
+    return {}
+
+
+def _addresses(cfg: CollectConfig, facts: dict[str, Any], target: str) -> dict[str, Any]:
+    nodes = facts.get("nodes") or []
+    node_ips = [n.get("internal_ip") for n in nodes if n.get("internal_ip")]
+    pod_cidrs = [c for n in nodes for c in (n.get("pod_cidrs") or [])]
+    return {
+        "node": node_ips[0] if node_ips else None,
+        "nodes": node_ips,
+        "load_generator": source_address(target),
+        "pod_network": pod_cidrs[0] if pod_cidrs else DEFAULT_POD_NETWORK,
+        "cluster_networks": pod_cidrs[1:],
+        "service_network": cfg.service_network,
+        "kube_dns": facts.get("kube_dns"),
+    }
+
+
+def _finish(
+    record: RunRecord,
+    cap: Any,
+    watch: Any,
+    api: Any,
+    refs: list[Any],
+    cfg: CollectConfig,
+    progress: Callable[[str], None] | None,
+    failure: str | None,
+) -> None:
+    """Stop what runs, in the reverse order of starting, tear the application down, and say how the run ended."""
+    from mimir.sources.cluster import kube
+
+    problems = [failure] if failure else []
+    clock = record.info["clock"]
+    if cap is not None:
+        try:
+            stats = cap.stop()
+            files = list(stats.files)
+            record.info["capture"] = {
+                **stats.to_json(),
+                "files": [f"capture/{name}" for name in files],
+                "packets": stats.packets_captured,
+                "dropped": stats.packets_dropped_kernel,
+                "link_type": _link_type(cfg.out / "capture" / files[0]) if files else None,
+            }
+            clock["capture_stopped"] = stats.end
+            if not stats.complete:
+                problems.append("tcpdump did not stop cleanly: the last capture file may be cut short")
+        except MimirError as e:
+            problems.append(f"capture: {e}")
+    if watch is not None:
+        try:
+            record.info["entities"] = watch.stop()
+            clock["entities_stopped"] = time.time()
+        except MimirError as e:
+            problems.append(f"entity watch: {e}")
+    if api is not None and refs and not cfg.keep:
+        _log(progress, f"tearing down {len(refs)} objects")
+        try:
+            left = kube.teardown(api, refs, timeout=300)
+            record.info["teardown"] = {"deleted": len(refs) - len(left), "left": [str(r) for r in left]}
+        except MimirError as e:
+            problems.append(f"teardown: {e}")
+    clock["collect_stopped"] = time.time()
+    if problems:
+        record.update(status="incomplete", problems=problems)
+    else:
+        record.update(status="complete")
+    _log(progress, f"{cfg.out}: {record.info['status']}")
+
+
+def progress_printer(stream: Any = sys.stderr) -> Callable[[str], None]:
+    """One timestamped status line per step (a terminal or a log file alike)."""
+
+    def show(text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.gmtime())
+        print(f"[{stamp}Z] {text}", file=stream, flush=True)
+
+    return show
+
