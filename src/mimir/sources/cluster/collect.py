@@ -454,22 +454,20 @@ def _finish(
 
     problems = [failure] if failure else []
     clock = record.info["clock"]
-    if cap is not None:
-        try:
-            stats = cap.stop()
-            files = list(stats.files)
-            record.info["capture"] = {
-                **stats.to_json(),
-                "files": [f"capture/{name}" for name in files],
-                "packets": stats.packets_captured,
-                "dropped": stats.packets_dropped_kernel,
-                "link_type": _link_type(cfg.out / "capture" / files[0]) if files else None,
-            }
-            clock["capture_stopped"] = stats.end
-            if not stats.complete:
-                problems.append("tcpdump did not stop cleanly: the last capture file may be cut short")
-        except MimirError as e:
-            problems.append(f"capture: {e}")
+    if cap is not None:  # stop() never raises once start() ran; what went wrong is in its problems
+        stats = cap.stop()
+        files = list(stats.files)
+        record.info["capture"] = {
+            **stats.to_json(),
+            "files": [f"capture/{name}" for name in files],
+            "packets": stats.packets_captured,
+            "dropped": stats.packets_dropped_kernel,
+            "link_type": _link_type(cfg.out / "capture" / files[0]) if files else None,
+        }
+        clock["capture_stopped"] = stats.end
+        problems += [f"capture: {problem}" for problem in stats.problems]
+        if not stats.complete and not stats.problems:
+            problems.append("capture: tcpdump did not stop cleanly; the last file may be cut short")
     if watch is not None:
         try:
             record.info["entities"] = watch.stop()

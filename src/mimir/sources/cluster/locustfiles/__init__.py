@@ -1,0 +1,1 @@
+"""One Locust file per application; `mimir collect` runs `locustfiles/<app>.py` (dashes become underscores)."""

@@ -1,0 +1,227 @@
+"""Population of the applications: Sock Shop customers through a stand-in front-end on loopback, and the
+WordPress Job's counts.
+
+The stand-in answers as weaveworks' front-end (api/user/index.js) does: POST /register 200 {"id"} with the
+session's `logged_in` cookie, 500 for a taken username; GET /login 200 with basic auth of a known customer, else
+401; POST /cards and /addresses 200 {"id"} for a logged-in session, 500 otherwise. Sessions are the `md.sid`
+cookie, as express-session names it there.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import count
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mimir.errors import ClusterError, UsageError
+from mimir.sources.cluster import populate
+
+JOB = Path(__file__).resolve().parents[1] / "config" / "k8s" / "wordpress" / "90-populate-job.yaml"
+
+
+class FrontEnd:
+    """The shop's state and the counts the tests check."""
+
+    def __init__(self, fail_first: int = 0, always: int | None = None):
+        self.lock = threading.Lock()
+        self.customers: dict[str, tuple[str, str]] = {}  # username -> (password, id)
+        self.sessions: dict[str, str] = {}  # md.sid -> customer id
+        self.registered: Counter[str] = Counter()
+        self.logins: Counter[str] = Counter()
+        self.cards: Counter[str] = Counter()
+        self.addresses: Counter[str] = Counter()
+        self.fail_first = fail_first  # answer 503 to this many first requests
+        self.always = always  # answer this status to everything
+        self.ids = count(1)
+
+
+def make_handler(shop: FrontEnd) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            return
+
+        def _session(self) -> tuple[str, bool]:
+            jar = SimpleCookie(self.headers.get("Cookie", ""))
+            if "md.sid" in jar:
+                return jar["md.sid"].value, False
+            return f"s{next(shop.ids)}", True
+
+        def _answer(self, status: int, body: object = None, cookies: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode() if body is not None else b""
+            self.send_response(status)
+            for name, value in (cookies or {}).items():
+                self.send_header("Set-Cookie", f"{name}={value}; Path=/")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> dict[str, str]:
+            return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+
+        def _refuse(self) -> bool:
+            with shop.lock:
+                if shop.always is not None:
+                    self._answer(shop.always)
+                    return True
+                if shop.fail_first > 0:
+                    shop.fail_first -= 1
+                    self._answer(503)
+                    return True
+            return False
+
+        def do_POST(self) -> None:
+            body = self._body()
+            if self._refuse():
+                return
+            sid, new = self._session()
+            cookies = {"md.sid": sid} if new else {}
+            with shop.lock:
+                if self.path == "/register":
+                    if body["username"] in shop.customers:
+                        self._answer(500, cookies=cookies)
+                        return
+                    customer_id = f"c{next(shop.ids)}"
+                    shop.customers[body["username"]] = (body["password"], customer_id)
+                    shop.registered[body["username"]] += 1
+                    shop.sessions[sid] = customer_id
+                    self._answer(200, {"id": customer_id}, {**cookies, "logged_in": sid})
+                    return
+                if self.path in ("/cards", "/addresses"):
+                    customer_id = shop.sessions.get(sid)
+                    if customer_id is None:
+                        self._answer(500, cookies=cookies)
+                        return
+                    username = next(u for u, (_, i) in shop.customers.items() if i == customer_id)
+                    (shop.cards if self.path == "/cards" else shop.addresses)[username] += 1
+                    self._answer(200, {"id": f"x{next(shop.ids)}"}, cookies)
+                    return
+            self._answer(404, cookies=cookies)
+
+        def do_GET(self) -> None:
+            if self._refuse():
+                return
+            sid, new = self._session()
+            cookies = {"md.sid": sid} if new else {}
+            if self.path != "/login":
+                self._answer(404, cookies=cookies)
+                return
+            header = self.headers.get("Authorization", "")
+            username, _, password = base64.b64decode(header.removeprefix("Basic ")).decode().partition(":")
+            with shop.lock:
+                known = shop.customers.get(username)
+                if known is None or known[0] != password:
+                    self._answer(401, cookies=cookies)
+                    return
+                shop.sessions[sid] = known[1]
+                shop.logins[username] += 1
+            self._answer(200, "Cookie is set", {**cookies, "logged_in": sid})
+
+    return Handler
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(shop: FrontEnd) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(shop))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_every_customer_is_registered_once_logged_in_with_card_and_address(serve) -> None:
+    shop = FrontEnd()
+    url = serve(shop)
+    seen: list[str] = []
+    counts = populate.populate_sockshop(url, 25, seed=3, progress=seen.append, workers=4, backoff=0.0)
+    names = {c.username for c in populate.sockshop_customers(25, 3)}
+    assert counts == {"customers": 25, "registered": 25, "existed": 0, "cards": 25, "addresses": 25}
+    assert set(shop.registered) == names and set(shop.registered.values()) == {1}
+    assert set(shop.logins) == names
+    assert shop.cards == Counter(dict.fromkeys(names, 1))
+    assert shop.addresses == Counter(dict.fromkeys(names, 1))
+    assert seen[-1] == "sockshop customers: 25/25"
+
+
+def test_a_second_run_finds_the_customers_already_there(serve) -> None:
+    shop = FrontEnd()
+    url = serve(shop)
+    populate.populate_sockshop(url, 6, seed=1, workers=2, backoff=0.0)
+    again = populate.populate_sockshop(url, 6, seed=1, workers=2, backoff=0.0)
+    assert again["registered"] == 0 and again["existed"] == 6
+    assert set(shop.registered.values()) == {1}
+
+
+def test_transient_refusals_are_retried(serve) -> None:
+    shop = FrontEnd(fail_first=3)
+    url = serve(shop)
+    counts = populate.populate_sockshop(url, 2, seed=0, workers=1, attempts=5, backoff=0.0)
+    assert counts["registered"] == 2 and shop.fail_first == 0
+
+
+def test_a_shop_that_keeps_failing_is_a_cluster_error_naming_the_url(serve) -> None:
+    url = serve(FrontEnd(always=500))
+    with pytest.raises(ClusterError) as failure:
+        populate.populate_sockshop(url, 3, seed=0, workers=2, attempts=2, backoff=0.0)
+    assert f"{url}/register" in str(failure.value)
+    assert "500" in str(failure.value)
+
+
+def test_a_card_refused_names_its_url(serve) -> None:
+    shop = FrontEnd()
+    url = serve(shop)
+
+    # A shop that forgets every session: registration works, the card is refused (not logged in).
+    shop.sessions = _Forgetful()
+    with pytest.raises(ClusterError) as failure:
+        populate.populate_sockshop(url, 1, seed=0, workers=1, attempts=1, backoff=0.0)
+    assert f"POST {url}/cards" in str(failure.value) and "HTTP 500" in str(failure.value)
+
+
+class _Forgetful(dict):
+    def __setitem__(self, key: str, value: str) -> None:
+        return
+
+
+def test_customer_derivation_is_deterministic_and_seeded() -> None:
+    first = populate.sockshop_customers(50, seed=7)
+    assert first == populate.sockshop_customers(50, seed=7)
+    assert populate.sockshop_customer(12, 7) == first[12]
+    other = populate.sockshop_customers(50, seed=8)
+    assert {c.username for c in first}.isdisjoint({c.username for c in other})
+    assert len({c.username for c in first}) == 50
+    assert all(len(c.card_number) == 16 and c.card_number.isdigit() for c in first)
+
+
+def test_wordpress_job_counts_replace_the_manifest_defaults() -> None:
+    job = yaml.safe_load(JOB.read_text())
+    env = populate.wordpress_populate_env(users=40, posts=80, comments=160, seed=5)
+    patched = populate.with_job_env(job, env)
+    (container,) = patched["spec"]["template"]["spec"]["containers"]
+    values = {e["name"]: e.get("value") for e in container["env"]}
+    assert {k: values[k] for k in env} == env
+    assert sum(e["name"] == "WORDPRESS_POSTS" for e in container["env"]) == 1
+    assert "WORDPRESS_DB_PASSWORD" in values  # the rest of the environment is kept
+    original = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert original["WORDPRESS_POSTS"] == "800"  # the manifest itself is untouched
+
+
+def test_wordpress_counts_must_not_be_negative() -> None:
+    with pytest.raises(UsageError, match="posts"):
+        populate.wordpress_populate_env(users=1, posts=-1, comments=0)
