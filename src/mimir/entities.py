@@ -65,7 +65,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
             ts, kind, what, name = float(event["ts"]), event["event"], event["kind"], event["name"]
         except (ValueError, KeyError, TypeError) as e:
             raise EntitiesError(f"{path}: line {number}: not an entity event ({e})") from None
-        if kind not in ("added", "modified", "deleted") or what not in ("pod", "service", "node"):
+        if kind not in ("added", "modified", "deleted") or what not in ("pod", "service", "node", "endpoints"):
             raise EntitiesError(f"{path}: line {number}: unknown event {kind!r} or kind {what!r}")
         event["ts"], event["name"] = ts, name
         events.append(event)
@@ -82,6 +82,8 @@ def timeline(events: list[dict[str, Any]]) -> pd.DataFrame:
     open_spans: dict[tuple[str, str, str, str], list[Any]] = {}  # (kind, namespace, name, ip) -> row
     rows: list[list[Any]] = []
     for e in events:
+        if e["kind"] == "endpoints":  # who serves a service: pod addresses, which the pods' own events place
+            continue
         namespace = e.get("namespace", "")
         if e["kind"] == "service":
             services[(namespace, e["name"])] = e.get("selector") or {}

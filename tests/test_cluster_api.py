@@ -1,0 +1,551 @@
+"""The Kubernetes layer of the cluster source, against an emulated API server on loopback (tests/kmockserver.py)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from kmockserver import KubeServer
+
+from mimir.entities import read_events, resolve, timeline
+from mimir.errors import ClusterError, UsageError
+from mimir.sources.cluster import kube
+from mimir.sources.cluster.watcher import EntityWatcher, entity_event
+
+REPO = Path(__file__).resolve().parents[1]
+NS = "shop"
+
+
+@pytest.fixture
+def server() -> Iterator[KubeServer]:
+    with KubeServer() as running:
+        yield running
+
+
+@pytest.fixture
+def api(server: KubeServer) -> Any:
+    connected = kube.connect(host=server.url)
+    yield connected
+    connected.close()
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    """Wait for a condition another thread brings about (the emulator or a watcher)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return value
+
+
+def workload(kind: str, name: str, replicas: int = 2) -> dict[str, Any]:
+    labels = {"app": name}
+    template = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": name, "image": f"shop/{name}:1.2"}]}}
+    spec: dict[str, Any] = {"template": template}
+    if kind != "Job":
+        spec |= {"replicas": replicas, "selector": {"matchLabels": labels}}
+    api_version = "batch/v1" if kind == "Job" else "apps/v1"
+    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def write_manifests(folder: Path) -> None:
+    """A small application in three files, deliberately out of dependency order."""
+    folder.mkdir()
+    (folder / "10-workloads.yaml").write_text(
+        yaml.safe_dump_all([workload("Deployment", "web"), workload("StatefulSet", "db", 1), workload("Job", "seed")])
+    )
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app": "web"},
+            "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}],
+        },
+    }
+    (folder / "20-rest.yaml").write_text(
+        yaml.safe_dump_all(
+            [hpa, service, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"k": "1"}}]
+        )
+        + "---\n"  # an empty trailing document is allowed
+    )
+    (folder / "00-namespace.yaml").write_text(
+        yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    )
+
+
+def get(api: Any, path: str) -> dict[str, Any] | None:
+    try:
+        return kube.request_json(api, "GET", path)
+    except kube.ApiStatusError as e:
+        assert e.status == 404
+        return None
+
+
+def patch_status(api: Any, api_version: str, plural: str, name: str, status: dict[str, Any]) -> None:
+    path = f"{kube.collection_path(api_version, plural, NS)}/{name}/status"
+    kube.request_json(api, "PATCH", path, body={"status": status}, content_type=kube.MERGE_PATCH)
+
+
+# --- manifests, deploy, scale, autoscale, teardown --------------------------------------------------------------
+
+
+def test_manifests_load_in_file_order_and_bad_ones_are_named(tmp_path: Path) -> None:
+    write_manifests(tmp_path / "app")
+    objects = kube.load_manifests(tmp_path / "app")
+    assert [o["kind"] for o in objects] == [
+        "Namespace",
+        "Deployment",
+        "StatefulSet",
+        "Job",
+        "HorizontalPodAutoscaler",
+        "Service",
+        "ConfigMap",
+    ]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: [unclosed\n")
+    with pytest.raises(kube.ManifestError, match=r"a\.yaml, line \d+"):
+        kube.load_manifests(bad)
+    (bad / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\nkind: Service\n")
+    with pytest.raises(kube.ManifestError, match=r"a\.yaml: document 1: .*metadata\.name"):
+        kube.load_manifests(bad)
+    with pytest.raises(kube.IOFailure, match="nowhere"):
+        kube.load_manifests(tmp_path / "nowhere")
+
+
+def test_deploy_creates_in_dependency_order_reruns_and_tears_down(api: Any, tmp_path: Path) -> None:
+    write_manifests(tmp_path / "app")
+    objects = kube.load_manifests(tmp_path / "app")
+    refs = kube.deploy(api, objects, NS)
+    assert [r.kind for r in refs] == [
+        "Namespace",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "StatefulSet",
+        "HorizontalPodAutoscaler",
+        "Job",
+    ]
+    assert refs[0].namespace is None and all(r.namespace == NS for r in refs[1:])
+    for ref in refs[1:]:
+        plural = {"HorizontalPodAutoscaler": "horizontalpodautoscalers", "StatefulSet": "statefulsets"}.get(
+            ref.kind, ref.kind.lower() + "s"
+        )
+        found = get(api, f"{kube.collection_path(ref.api_version, plural, NS)}/{ref.name}")
+        assert found is not None and found["metadata"]["namespace"] == NS, ref
+
+    changed = [dict(o, data={"k": "2"}) if o["kind"] == "ConfigMap" else o for o in objects]
+    assert kube.deploy(api, changed, NS) == refs  # a rerun updates what exists
+    assert get(api, f"/api/v1/namespaces/{NS}/configmaps/cfg")["data"] == {"k": "2"}
+
+    assert kube.teardown(api, refs, timeout=10) == []
+    assert get(api, f"/apis/apps/v1/namespaces/{NS}/deployments/web") is None
+    assert get(api, f"/api/v1/namespaces/{NS}") is None
+    assert kube.teardown(api, refs, timeout=10) == []  # already gone is fine
+
+
+def test_deploy_names_an_unknown_kind(api: Any) -> None:
+    thing = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    with pytest.raises(ClusterError, match=r"Widget in example\.com/v1"):
+        kube.deploy(api, [thing], NS)
+
+
+def test_scale_and_autoscale(api: Any, tmp_path: Path) -> None:
+    write_manifests(tmp_path / "app")
+    refs = kube.deploy(api, kube.load_manifests(tmp_path / "app"), NS)
+    kube.scale(api, NS, {"web": 4, "db": 3})
+    assert get(api, f"/apis/apps/v1/namespaces/{NS}/deployments/web")["spec"]["replicas"] == 4
+    assert get(api, f"/apis/apps/v1/namespaces/{NS}/statefulsets/db")["spec"]["replicas"] == 3
+    with pytest.raises(ClusterError, match="no Deployment or StatefulSet named nope"):
+        kube.scale(api, NS, {"nope": 1})
+    with pytest.raises(UsageError, match="web"):
+        kube.scale(api, NS, {"web": -1})
+
+    hpas = kube.autoscale(api, NS, {"web": (2, 6, 70), "db": (1, 2, 50)})
+    assert [(r.kind, r.name, r.namespace) for r in hpas] == [
+        ("HorizontalPodAutoscaler", "web", NS),
+        ("HorizontalPodAutoscaler", "db", NS),
+    ]
+    hpa_path = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers"
+    web = get(api, f"{hpa_path}/web")["spec"]
+    assert (web["minReplicas"], web["maxReplicas"]) == (2, 6)  # the manifest's HPA was updated, not duplicated
+    assert web["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    assert web["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+    assert get(api, f"{hpa_path}/db")["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    with pytest.raises(UsageError, match="db"):
+        kube.autoscale(api, NS, {"db": (3, 2, 50)})
+    assert kube.teardown(api, refs + hpas, timeout=10) == []
+    assert get(api, f"{hpa_path}/db") is None
+
+
+# --- readiness -------------------------------------------------------------------------------------------------
+
+
+def deploy_app(api: Any, tmp_path: Path) -> list[kube.ObjectRef]:
+    write_manifests(tmp_path / "app")
+    return kube.deploy(api, kube.load_manifests(tmp_path / "app"), NS)
+
+
+def in_thread(target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_wait_ready_returns_when_the_workloads_become_ready(server: KubeServer, api: Any, tmp_path: Path) -> None:
+    deploy_app(api, tmp_path)
+    kube.scale(api, NS, {"web": 3})  # a new generation: readiness must be observed at it
+    controller = server.client()
+
+    def play_controllers() -> None:
+        wait_until(lambda: server.open_watches() >= 3, "wait_ready to watch")
+        patch_status(controller, "apps/v1", "deployments", "web", {"readyReplicas": 3, "observedGeneration": 1})
+        patch_status(controller, "apps/v1", "statefulsets", "db", {"readyReplicas": 1, "observedGeneration": 1})
+        patch_status(controller, "batch/v1", "jobs", "seed", {"conditions": [{"type": "Complete", "status": "True"}]})
+        patch_status(controller, "apps/v1", "deployments", "web", {"observedGeneration": 2})
+
+    seen: list[str] = []
+    thread = in_thread(play_controllers)
+    kube.wait_ready(api, NS, None, timeout=60, progress=seen.append)
+    thread.join()
+    assert sorted(seen) == ["deployment/web 3/3 ready", "job/seed complete", "statefulset/db 1/1 ready"]
+    deployment = get(api, f"/apis/apps/v1/namespaces/{NS}/deployments/web")
+    assert deployment["status"]["observedGeneration"] == deployment["metadata"]["generation"] == 2
+
+
+def test_wait_ready_timeout_names_what_is_not_ready(api: Any, tmp_path: Path) -> None:
+    deploy_app(api, tmp_path)
+    patch_status(api, "apps/v1", "deployments", "web", {"readyReplicas": 1, "observedGeneration": 1})
+    patch_status(api, "apps/v1", "statefulsets", "db", {"readyReplicas": 1, "observedGeneration": 1})
+    with pytest.raises(ClusterError, match=r"deployment/web 1/2 ready.*missing \(no Deployment") as caught:
+        kube.wait_ready(api, NS, ["web", "db", "missing"], timeout=0.5)
+    assert "statefulset/db" not in str(caught.value)
+
+
+def test_wait_ready_raises_on_a_failed_job(server: KubeServer, api: Any, tmp_path: Path) -> None:
+    deploy_app(api, tmp_path)
+    controller = server.client()
+
+    def fail_the_job() -> None:
+        wait_until(lambda: server.open_watches() >= 3, "wait_ready to watch")
+        failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "3 failures"}
+        patch_status(controller, "batch/v1", "jobs", "seed", {"conditions": [failed]})
+
+    thread = in_thread(fail_the_job)
+    with pytest.raises(ClusterError, match="job/seed failed: BackoffLimitExceeded"):
+        kube.wait_ready(api, NS, ["seed"], timeout=60)
+    thread.join()
+
+
+def test_entry_url_and_cluster_facts(api: Any, tmp_path: Path) -> None:
+    deploy_app(api, tmp_path)
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "node-1"},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {
+            "addresses": [{"type": "Hostname", "address": "node-1"}, {"type": "InternalIP", "address": "192.168.49.2"}],
+            "nodeInfo": {
+                "kubeletVersion": "v1.30.4",
+                "containerRuntimeVersion": "containerd://1.7.2",
+                "osImage": "Debian 12",
+                "kernelVersion": "6.1.0",
+            },
+        },
+    }
+    kube.request_json(api, "POST", "/api/v1/nodes", body=node)
+    dns = {"metadata": {"name": "kube-dns"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53}]}}
+    kube.request_json(api, "POST", "/api/v1/namespaces/kube-system/services", body=dns)
+    assert kube.entry_url(api, NS, "web") == "http://192.168.49.2:30080"
+    assert kube.entry_url(api, NS, "web", node_address="fd00::2") == "http://[fd00::2]:30080"
+    kube.request_json(
+        api,
+        "POST",
+        f"/api/v1/namespaces/{NS}/services",
+        body={"metadata": {"name": "db"}, "spec": {"ports": [{"port": 3306}]}},
+    )
+    with pytest.raises(ClusterError, match="service db in namespace shop is ClusterIP"):
+        kube.entry_url(api, NS, "db")
+
+    facts = kube.cluster_facts(api, [NS])
+    assert facts["server_version"]  # whatever the server reports
+    assert facts["nodes"] == [
+        {
+            "name": "node-1",
+            "kubelet_version": "v1.30.4",
+            "container_runtime": "containerd://1.7.2",
+            "os_image": "Debian 12",
+            "kernel": "6.1.0",
+            "internal_ip": "192.168.49.2",
+            "internal_ips": ["192.168.49.2"],
+            "pod_cidrs": ["10.244.0.0/24"],
+        }
+    ]
+    images = {(w["kind"], w["name"]): w["images"] for w in facts["workloads"]}
+    assert images == {
+        ("Deployment", "web"): ["shop/web:1.2"],
+        ("StatefulSet", "db"): ["shop/db:1.2"],
+        ("Job", "seed"): ["shop/seed:1.2"],
+    }
+    assert facts["kubernetes_service_ip"] is None  # the emulator has no `kubernetes` service
+    assert facts["kube_dns"] == "10.96.0.10"
+
+
+def test_connect_names_what_failed(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"http://127\.0\.0\.1:9.*did not answer"):
+        kube.connect(host="http://127.0.0.1:9")
+    with pytest.raises(ClusterError, match="no-such-config"):
+        kube.connect(kubeconfig=tmp_path / "no-such-config")
+    broken = tmp_path / "config"
+    broken.write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": [], "current-context": ""}
+        )
+    )
+    with pytest.raises(ClusterError, match=r"kubeconfig .*config, context elsewhere"):
+        kube.connect(kubeconfig=broken, context="elsewhere")
+
+
+# --- the entity watcher ----------------------------------------------------------------------------------------
+
+
+def pod(name: str, ip: str | None = None, labels: dict[str, str] | None = None, **meta: Any) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": "Running" if ip else "Pending"}
+    if ip:
+        status |= {"podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "192.168.49.2"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}, **meta},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i"}]},
+        "status": status,
+    }
+
+
+def service(name: str, ip: str, selector: dict[str, str]) -> dict[str, Any]:
+    spec = {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "selector": selector, "ports": [{"port": 80}]}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+
+
+def create(api: Any, plural: str, obj: dict[str, Any], namespace: str | None = NS) -> None:
+    kube.request_json(api, "POST", kube.collection_path("v1", plural, namespace), body=obj)
+
+
+def change(api: Any, plural: str, name: str, body: dict[str, Any]) -> None:
+    path = f"{kube.collection_path('v1', plural, NS)}/{name}"
+    kube.request_json(api, "PATCH", path, body=body, content_type=kube.MERGE_PATCH)
+
+
+def delete(api: Any, plural: str, name: str) -> None:
+    kube.open_request(api, "DELETE", f"{kube.collection_path('v1', plural, NS)}/{name}")
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_lines(path: Path, count: int) -> list[dict[str, Any]]:
+    return wait_until(lambda: (found := lines(path)) and len(found) >= count and found, f"{count} lines in {path}")
+
+
+def ticking() -> Callable[[], float]:
+    """A clock that advances one second per reading: every event gets its own, increasing time."""
+    counter = itertools.count()
+    return lambda: 1_700_000_000.0 + next(counter)
+
+
+def test_watcher_records_the_address_timeline(server: KubeServer, api: Any, tmp_path: Path) -> None:
+    create(
+        api,
+        "nodes",
+        {"metadata": {"name": "node-1"}, "status": {"addresses": [{"type": "InternalIP", "address": "192.168.49.2"}]}},
+        namespace=None,
+    )
+    create(api, "namespaces", {"metadata": {"name": NS}}, namespace=None)
+    create(api, "services", service("web", "10.96.0.20", {"app": "web"}))
+    create(api, "pods", pod("other", "10.244.0.9"), namespace="elsewhere")  # not a watched namespace
+    out = tmp_path / "run" / "entities.jsonl"
+    watcher = EntityWatcher(api, [NS], out, clock=ticking())
+    t0 = watcher.start()
+    assert [(e["kind"], e["name"], e["ts"]) for e in lines(out)] == [("node", "node-1", t0), ("service", "web", t0)]
+
+    rs_owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9", "controller": True, "uid": "u"}
+    create(
+        api, "pods", pod("web-7d4b9-x1", None, {"app": "web", "pod-template-hash": "7d4b9"}, ownerReferences=[rs_owner])
+    )
+    change(
+        api,
+        "pods",
+        "web-7d4b9-x1",
+        {"status": {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]}},
+    )
+    create(
+        api,
+        "endpoints",
+        {
+            "metadata": {"name": "web"},
+            "subsets": [{"addresses": [{"ip": "10.244.0.5"}], "notReadyAddresses": [{"ip": "10.244.0.6"}]}],
+        },
+    )
+    delete(api, "pods", "web-7d4b9-x1")
+    found = wait_lines(out, 6)
+    stats = watcher.stop()
+
+    pods = [e for e in found if e["kind"] == "pod"]
+    assert [(e["event"], e["ips"], e["phase"]) for e in pods] == [
+        ("added", [], "Pending"),
+        ("modified", ["10.244.0.5"], "Running"),
+        ("deleted", ["10.244.0.5"], "Running"),
+    ]
+    assert {(e["owner"], e["app"], e["namespace"], e["node"]) for e in pods} == {
+        ("deployment/web", "web", NS, "node-1")
+    }
+    endpoints = next(e for e in found if e["kind"] == "endpoints")
+    assert (endpoints["ips"], endpoints["not_ready_ips"], endpoints["app"]) == (["10.244.0.5"], ["10.244.0.6"], "web")
+    times = [e["ts"] for e in found]
+    assert times[2:] == sorted(times[2:]) and len(set(times[2:])) == len(times[2:])
+    assert stats["events"] == {"node": 1, "service": 1, "pod": 3, "endpoints": 1}
+    assert stats["start"] == t0 and stats["stop"] > times[-1]
+
+    spans = timeline(read_events(out))  # endpoints are accepted and stay out of the address timeline
+    modified, deleted = pods[1]["ts"], pods[2]["ts"]
+    pod_span = spans[spans["ip"] == "10.244.0.5"]
+    assert pod_span[["start", "end", "kind", "service"]].values.tolist() == [[modified, deleted, "pod", "web"]]
+    assert spans[spans["ip"] == "10.96.0.20"][["start", "end", "kind"]].values.tolist() == [[t0, np.inf, "vip"]]
+    assert spans[spans["ip"] == "192.168.49.2"]["start"].tolist() == [t0]
+    held = resolve(pd.Series(["10.244.0.5"] * 3), pd.Series([modified - 0.5, modified + 0.5, deleted]), spans)
+    assert held["entity"].isna().tolist() == [True, False, True]
+    assert held["entity"][1] == f"{NS}/web-7d4b9-x1"
+
+
+def test_entity_events_for_other_owners_and_host_network() -> None:
+    owner = [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "controller": True}]
+    stateful = entity_event(
+        "pod", "added", pod("db-0", "10.244.0.7", {"k8s-app": "database"}, namespace=NS, ownerReferences=owner), 5.0
+    )
+    assert (stateful["owner"], stateful["app"], stateful["ips"]) == ("statefulset/db", "database", ["10.244.0.7"])
+    host = pod("kube-proxy-abc", "192.168.49.2", namespace="kube-system")
+    host["spec"]["hostNetwork"] = True
+    proxy = entity_event("pod", "added", host, 5.0)
+    assert (proxy["ips"], proxy["host_network"], proxy["host_ip"]) == ([], True, "192.168.49.2")
+    headless = entity_event("service", "added", service("db", "None", {"app": "db"}), 5.0)
+    assert (headless["ips"], headless["selector"], headless["type"]) == ([], {"app": "db"}, "ClusterIP")
+
+
+def test_watcher_resumes_a_dropped_stream_without_loss_or_repetition(
+    server: KubeServer, api: Any, tmp_path: Path
+) -> None:
+    create(api, "services", service("web", "10.96.0.20", {"app": "web"}))
+    out = tmp_path / "entities.jsonl"
+    watcher = EntityWatcher(api, [NS], out, clock=ticking())
+    watcher.start()
+    create(api, "pods", pod("a", "10.244.0.5"))
+    wait_lines(out, 2)
+    wait_until(lambda: server.open_watches() == 4, "all four watches open")
+    with server.hold_watches():  # connections cut; the watcher cannot get back in while we change things
+        change(api, "pods", "a", {"metadata": {"labels": {"v": "2"}}})
+        create(api, "pods", pod("b", "10.244.0.6"))
+        delete(api, "services", "web")
+    wait_lines(out, 5)
+    stats = watcher.stop()
+    found = lines(out)  # everything written, read after the watches ended: no repetition can hide
+
+    # each resource's stream keeps its order; the streams reconnect independently of each other
+    assert [(e["event"], e["name"]) for e in found if e["kind"] == "pod"] == [
+        ("added", "a"),
+        ("modified", "a"),
+        ("added", "b"),
+    ]
+    assert [(e["event"], e["name"]) for e in found if e["kind"] == "service"] == [("added", "web"), ("deleted", "web")]
+    assert len(found) == 5
+    assert next(e for e in found if e["event"] == "modified")["labels"] == {"v": "2"}
+    assert stats["reconnects"] >= 4 and stats["relists"] == 0
+    resumed = [version for plural, version in server.emulator.watch_requests if plural == "pods"]
+    assert resumed[-1] == found[1]["resource_version"]  # resumed where it stopped, not from the start
+
+
+def test_watcher_relists_after_410_gone_and_writes_the_difference(server: KubeServer, api: Any, tmp_path: Path) -> None:
+    create(api, "pods", pod("a", "10.244.0.5"))
+    create(api, "pods", pod("b", "10.244.0.6"))
+    create(api, "pods", pod("c", "10.244.0.7"))
+    out = tmp_path / "entities.jsonl"
+    watcher = EntityWatcher(api, [NS], out, clock=ticking())
+    t0 = watcher.start()
+    wait_until(lambda: server.open_watches() == 4, "all four watches open")
+    with server.hold_watches():
+        delete(api, "pods", "a")
+        change(api, "pods", "b", {"status": {"podIP": "10.244.0.16", "podIPs": [{"ip": "10.244.0.16"}]}})
+        delete(api, "pods", "c")
+        create(api, "pods", pod("c", "10.244.0.8"))  # same name, a new pod
+        create(api, "pods", pod("d", "10.244.0.9"))
+        server.compact()  # the versions the watcher holds are gone from the server's history
+    found = wait_lines(out, 8)
+    wait_until(lambda: watcher.stats["relists"] == 4, "every stream to relist")  # only pods had differences
+    stats = watcher.stop()
+
+    relisted = found[3:]
+    assert [(e["event"], e["name"], e["ips"]) for e in relisted] == [
+        ("deleted", "a", ["10.244.0.5"]),
+        ("deleted", "c", ["10.244.0.7"]),
+        ("modified", "b", ["10.244.0.16"]),
+        ("added", "c", ["10.244.0.8"]),
+        ("added", "d", ["10.244.0.9"]),
+    ]
+    assert len({e["ts"] for e in relisted}) == 1 and relisted[0]["ts"] > t0  # stamped at the relisting
+    assert stats["relists"] == 4 and lines(out) == found
+    spans = timeline(read_events(out))
+    c_spans = spans[spans["entity"] == f"{NS}/c"].sort_values("start")
+    assert c_spans["ip"].tolist() == ["10.244.0.7", "10.244.0.8"]
+    assert c_spans["end"].tolist() == [relisted[0]["ts"], np.inf]
+
+
+def test_watcher_lists_every_namespace_when_none_is_given(api: Any, tmp_path: Path) -> None:
+    create(api, "pods", pod("a", "10.244.0.5"))
+    create(api, "pods", pod("dns", "10.244.0.2"), namespace="kube-system")
+    watcher = EntityWatcher(api, None, tmp_path / "e.jsonl")
+    watcher.start()
+    stats = watcher.stop()
+    assert sorted((e["namespace"], e["name"]) for e in lines(tmp_path / "e.jsonl")) == [
+        ("kube-system", "dns"),
+        (NS, "a"),
+    ]
+    assert set(stats["resource_versions"]) == {"pods", "services", "endpoints", "nodes"}
+
+
+# --- RBAC ------------------------------------------------------------------------------------------------------
+
+
+def test_watcher_rbac_allows_only_list_and_watch(api: Any) -> None:
+    objects = kube.load_manifests(REPO / "config" / "k8s" / "rbac")
+    roles = [o for o in objects if o["kind"] in ("ClusterRole", "Role")]
+    assert roles and all(set(rule["verbs"]) == {"list", "watch"} for role in roles for rule in role["rules"])
+    covered = {(g, r) for role in roles for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert {("", "pods"), ("", "services"), ("", "endpoints"), ("", "nodes")} <= covered
+    binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mimir-watcher", "namespace": "mimir"}]
+    refs = kube.deploy(api, objects, "default")
+    assert [r.kind for r in refs] == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+    assert kube.teardown(api, refs, timeout=10) == []
