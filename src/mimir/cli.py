@@ -209,6 +209,133 @@ def build_parser() -> argparse.ArgumentParser:
         help="rates computed in parallel (default: all cores)",
     )
     features.set_defaults(handler=_run_features)
+
+    collect = _command(
+        commands,
+        "collect",
+        help="collect a run on a Kubernetes cluster: deploy, populate, load, capture and watch",
+        description="Deploy the application from its pinned manifests (config/k8s/<APP>/) with the Kubernetes API, "
+        "set replicas and autoscalers from config/apps/<APP>.yaml, wait for readiness through the API, populate it, "
+        "then record a run bundle: tcpdump on the node's 'any' interface (capture/*.pcap, rotated), the API's watch "
+        "of pods, services, endpoints and nodes (entities.jsonl, a full listing first), and one Locust process "
+        "following the 24-phase daily curve with the request mix (load/). run.json holds the clock of every step "
+        "(UTC epoch), tool and cluster versions, and capture statistics with kernel drops. The application is torn "
+        "down at the end, on an error and on Ctrl-C; run.json's status then says complete or incomplete.",
+        epilog="example (minikube with the docker driver, as ansible/ provisions it; run as root for tcpdump):\n"
+        "  mimir collect --app sockshop --users 100 --duration 3600 -o data/runs/sockshop-100\n\n" + EXIT_CODE_TEXT,
+    )
+    collect.add_argument("--app", required=True, metavar="APP", help="sockshop, wordpress, online-boutique or a YAML")
+    collect.add_argument("--users", type=_positive_int, required=True, metavar="N", help="peak number of Locust users")
+    collect.add_argument(
+        "--mix",
+        default="browse=0.5,buy=0.3,register=0.2",
+        metavar="KIND=P,...",
+        help="probabilities of the request types (default: browse=0.5,buy=0.3,register=0.2)",
+    )
+    collect.add_argument("--duration", type=_positive_float, required=True, metavar="SECONDS", help="load length")
+    collect.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="new run bundle folder")
+    collect.add_argument("--seed", type=int, default=0, metavar="K", help="seeds the users' choices (default 0)")
+    collect.add_argument(
+        "--spawn-rate", type=_positive_float, default=10.0, metavar="USERS/S", help="Locust spawn rate (default 10)"
+    )
+    api = collect.add_argument_group("cluster")
+    api.add_argument("--kubeconfig", type=Path, metavar="FILE", help="default: $KUBECONFIG or ~/.kube/config")
+    api.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    api.add_argument("--server", metavar="URL", help="an API server URL to use instead of a kubeconfig (no auth)")
+    api.add_argument("--manifests", type=Path, metavar="DIR", help="the app's manifests (default config/k8s/<APP>)")
+    api.add_argument("--locustfile", type=Path, metavar="FILE", help="the app's Locust behaviours (default: built in)")
+    api.add_argument("--target", metavar="URL", help="the entry URL (default: the node's address and entry NodePort)")
+    api.add_argument(
+        "--cpu-percent", type=_positive_int, default=50, metavar="P", help="autoscalers' CPU target (default 50)"
+    )
+    api.add_argument(
+        "--customers", type=int, default=1000, metavar="N", help="Sock Shop customers to register first (default 1000)"
+    )
+    api.add_argument("--no-populate", dest="populate", action="store_false", help="skip populating the application")
+    api.add_argument(
+        "--ready-timeout",
+        type=_positive_float,
+        default=900.0,
+        metavar="SECONDS",
+        help="how long deployment, population and the entry point may take (default 900)",
+    )
+    api.add_argument(
+        "--no-least-privilege-watch",
+        dest="least_privilege_watch",
+        action="store_false",
+        help="watch with your own credentials instead of the mimir-watcher ServiceAccount (list and watch only)",
+    )
+    api.add_argument("--keep", action="store_true", help="leave the application deployed afterwards")
+    cap = collect.add_argument_group("capture")
+    cap.add_argument(
+        "--capture-netns",
+        default="container:minikube",
+        metavar="WHERE",
+        help="network namespace of the node: container:NAME (minikube's docker driver; default container:minikube), "
+        "host (mimir runs on the node), or a namespace file such as /proc/PID/ns/net",
+    )
+    cap.add_argument("--interface", default="any", metavar="IF", help="capture interface (default any)")
+    cap.add_argument(
+        "--rotate", type=_positive_int, default=600, metavar="SECONDS", help="capture file rotation (default 600)"
+    )
+    cap.add_argument(
+        "--snaplen", type=_positive_int, default=128, metavar="BYTES", help="bytes captured per frame (default 128)"
+    )
+    cap.add_argument(
+        "--buffer", type=_positive_int, default=32768, metavar="KIB", help="kernel capture buffer (default 32768)"
+    )
+    cap.add_argument(
+        "--service-network",
+        default="10.96.0.0/12",
+        metavar="CIDR",
+        help="the cluster's service range, for address classes (default 10.96.0.0/12)",
+    )
+    collect.set_defaults(handler=_run_collect)
+
+    provision = _command(
+        commands,
+        "provision",
+        help="provision collection hosts with Ansible (docker, minikube, capture tools, Locust, mimir)",
+        description="Run the project's playbook (ansible/site.yml) on the hosts of an Ansible inventory: Docker, "
+        "a pinned single-node minikube cluster (kube-proxy in iptables mode, bridge CNI, metrics-server), kubectl, "
+        "Helm, tcpdump and tshark, SBCL, Locust, and mimir itself from this checkout (its tracked files, sent as "
+        "a source archive, installed from requirements.lock). Shows one line per task and per host result on "
+        "stderr and a recap at the end; stops at a failed task and names the host, the task and the module's "
+        "message. Needs a checkout of the project (the ansible/ folder beside src/).",
+        epilog="roles (each is also a tag): base, docker, minikube, kubectl, helm, capture, sbcl, loadgen, mimir;\n"
+        "their settings: ansible/roles/<ROLE>/defaults/main.yml (override with -e or in the inventory).\n\n"
+        "examples:\n"
+        "  cp ansible/inventory.example.ini hosts.ini   # then edit it\n"
+        "  mimir provision --inventory hosts.ini --check\n"
+        "  mimir provision --inventory hosts.ini\n"
+        "  mimir provision --inventory hosts.ini --tags capture,loadgen --limit collector-1\n"
+        "  mimir provision --inventory hosts.ini -e minikube_cpus=8 -e minikube_memory=16384\n\n" + EXIT_CODE_TEXT,
+    )
+    provision.add_argument(
+        "-i", "--inventory", required=True, type=Path, metavar="FILE", help="Ansible inventory (INI or YAML)"
+    )
+    provision.add_argument(
+        "--tags",
+        action="append",
+        default=[],
+        metavar="TAG[,TAG...]",
+        help="run only these roles (repeatable or comma-separated; default: all)",
+    )
+    provision.add_argument(
+        "--check", action="store_true", help="dry run: report what would change and change nothing (Ansible check mode)"
+    )
+    provision.add_argument("--limit", metavar="PATTERN", help="only these hosts or groups of the inventory")
+    provision.add_argument(
+        "-e",
+        "--extra-var",
+        action="append",
+        default=[],
+        dest="extra_vars",
+        metavar="KEY=VALUE",
+        help="set a role variable, the value read as YAML (repeatable), e.g. -e minikube_cpus=8",
+    )
+    provision.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the result")
+    provision.set_defaults(handler=_run_provision)
     return parser
 
 
@@ -220,6 +347,23 @@ def _number_list(text: str, name: str, kind: type) -> list:
     if not values or min(values) <= 0:
         raise UsageError(f"{name}: {text!r}: give positive numbers")
     return values
+
+
+def _run_provision(args: argparse.Namespace) -> None:
+    from mimir.provision import parse_extra_vars, provision
+
+    tags = [tag.strip() for text in args.tags for tag in text.split(",") if tag.strip()]
+    result = provision(
+        args.inventory,
+        tags=tags or None,
+        check=args.check,
+        extra_vars=parse_extra_vars(args.extra_vars),
+        limit=args.limit,
+        progress=not args.quiet,
+    )
+    verb = "would change" if result.check else "changed"
+    done = "checked" if result.check else "provisioned"
+    print(f"{args.inventory}: {len(result.recap)} host(s) {done}, {result.changed} task result(s) {verb}")
 
 
 def _run_features(args: argparse.Namespace) -> None:
@@ -301,6 +445,51 @@ def _run_synth(args: argparse.Namespace) -> None:
     print(
         f"{args.output}: {result.packets} packets in {len(result.files)} capture file(s), {app.name}, "
         f"{args.users} users, {args.duration:g} s"
+    )
+
+
+def _run_collect(args: argparse.Namespace) -> None:
+    from mimir.apps import load_app
+    from mimir.sources.cluster.collect import CollectConfig, collect, progress_printer
+    from mimir.sources.synthetic import parse_mix
+
+    app = load_app(args.app)
+    if args.snaplen < 68:
+        raise UsageError("--snaplen must be at least 68 bytes (the link, IP and TCP headers)")
+    if args.customers < 0:
+        raise UsageError("--customers must not be negative")
+    cfg = CollectConfig(
+        app=app,
+        users=args.users,
+        mix=parse_mix(args.mix, list(app.requests)),
+        duration=args.duration,
+        out=args.output,
+        seed=args.seed,
+        spawn_rate=args.spawn_rate,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        server=args.server,
+        manifests=args.manifests,
+        locustfile=args.locustfile,
+        target=args.target,
+        capture_netns=args.capture_netns,
+        interface=args.interface,
+        rotate=args.rotate,
+        snaplen=args.snaplen,
+        buffer_kib=args.buffer,
+        customers=args.customers,
+        populate=args.populate,
+        cpu_percent=args.cpu_percent,
+        ready_timeout=args.ready_timeout,
+        service_network=args.service_network,
+        least_privilege_watch=args.least_privilege_watch,
+        keep=args.keep,
+    )
+    run = collect(cfg, progress=progress_printer())
+    capture = run.get("capture", {})
+    print(
+        f"{args.output}: {run['status']}: {capture.get('packets')} packets in {len(capture.get('files', []))} "
+        f"capture file(s), {capture.get('dropped')} dropped by the kernel, {run['load'].get('requests')} requests"
     )
 
 

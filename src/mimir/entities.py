@@ -136,4 +136,8 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, Addressing, dict[str, Any]]:
         raise EntitiesError(f"{run_dir}: no run.json: not a run bundle") from None
     except json.JSONDecodeError as e:
         raise EntitiesError(f"{run_dir / 'run.json'}: line {e.lineno}: {e.msg}") from None
+    status = run.get("status", "complete")  # synthetic and imported runs are complete when written
+    if status != "complete":
+        why = "; ".join(run.get("problems", [])) or f"the collection stopped while {status}"
+        raise EntitiesError(f"{run_dir / 'run.json'}: the run is incomplete ({why}); collect it again")
     return timeline(read_events(run_dir / "entities.jsonl")), Addressing.from_run(run), run
