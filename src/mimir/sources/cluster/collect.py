@@ -348,7 +348,8 @@ def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -
                 if s.autoscale
             }
             refs += kube.autoscale(api, cfg.app.namespace, targets)
-            kube.wait_ready(api, cfg.app.namespace, list(replicas), cfg.ready_timeout, progress)
+            workloads = [d["metadata"]["name"] for d in app_objects if d["kind"] in ("Deployment", "StatefulSet")]
+            kube.wait_ready(api, cfg.app.namespace, workloads, cfg.ready_timeout, progress)
             clock["ready"] = time.time()
             target = cfg.target or kube.entry_url(api, cfg.app.namespace, cfg.app.entry)
             probe_entry(target, cfg.ready_timeout, stop)
@@ -497,4 +498,3 @@ def progress_printer(stream: Any = sys.stderr) -> Callable[[str], None]:
         print(f"[{stamp}Z] {text}", file=stream, flush=True)
 
     return show
-
