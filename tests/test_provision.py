@@ -166,13 +166,20 @@ def test_source_archive_without_git_takes_the_package(tmp_path: Path, monkeypatc
     (root / "src" / "pkg" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
     (root / "pyproject.toml").write_text("[project]\nname = 'pkg'\n")
     (root / "notes.txt").write_text("not part of the package")
+    (root / "config" / "apps").mkdir(parents=True)
+    (root / "config" / "apps" / "shop.yaml").write_text("name: shop\n")  # the command needs its config/
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git must find no enclosing repository
     with pytest.raises(IOFailure, match=r"requirements\.lock"):
         build_source_archive(tmp_path / "src.tar.gz", root)
     (root / "requirements.lock").write_text("pyyaml==6.0.4\n")
     archive = build_source_archive(tmp_path / "src.tar.gz", root)
     with tarfile.open(archive) as opened:
-        assert sorted(opened.getnames()) == ["pyproject.toml", "requirements.lock", "src/pkg/__init__.py"]
+        assert sorted(opened.getnames()) == [
+            "config/apps/shop.yaml",
+            "pyproject.toml",
+            "requirements.lock",
+            "src/pkg/__init__.py",
+        ]
 
 
 def test_progress_lines_and_failures_from_runner_events() -> None:

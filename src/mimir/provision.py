@@ -28,7 +28,7 @@ from mimir.io import atomic_path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = PROJECT_ROOT / "ansible"
 # What a source archive needs when the project is not a git checkout: enough to install it from its lock file.
-FALLBACK_SOURCES = ("pyproject.toml", "requirements.lock", "README.md", "Makefile", "src")
+FALLBACK_SOURCES = ("pyproject.toml", "requirements.lock", "README.md", "Makefile", "src", "config", "ansible")
 RESULT_EVENTS = {
     "runner_on_ok": "ok",
     "runner_on_skipped": "skipped",
