@@ -91,6 +91,8 @@ def test_envs_follow_the_lock_file() -> None:
         ({"runs": {"x": {"app": "sockshop", "users": 3, "colour": "red"}}}, "colour"),
         ({"runs": {"x": {"app": "sockshop", "users": 3, "training": "nope"}}}, "runs.x.training"),
         ({"features": {"split": {"train": 0.5}}}, "features.split"),
+        ({"runs": {"x": {"source": "cluster", "app": "sockshop", "users": 3, "exfil": ["a"]}}}, "runs.x.exfil"),
+        ({"runs": {"x": {"app": "sockshop", "users": 3}}, "cluster": {"cpu_percent": 0}}, "cluster.cpu_percent"),
     ],
 )
 def test_a_bad_config_names_the_key(tmp_path: Path, change: dict, words: str) -> None:
@@ -99,6 +101,20 @@ def test_a_bad_config_names_the_key(tmp_path: Path, change: dict, words: str) ->
     said = done.stdout + done.stderr
     assert done.returncode != 0 and "invalid configuration" in said and words in said
     assert "config.yaml" in said and "Traceback" not in said
+
+
+def test_cluster_runs_are_collected_unless_already_there(tmp_path: Path) -> None:
+    runs = {
+        "c-train": {"source": "cluster", "app": "sockshop", "users": 100, "role": "train"},
+        "c-eval": {"source": "cluster", "app": "sockshop", "users": 160, "training": "c-train"},
+    }
+    config = {**SMALL, "runs": runs, "cluster": {"kubeconfig": "/home/mimir/.kube/config"}}
+    jobs = planned(tmp_path / "fresh", config)
+    assert {("collect", "c-train"), ("collect", "c-eval"), ("ingest", "c-train"), ("ingest", "c-eval")} <= jobs
+    assert not any(rule == "synth" for rule, _ in jobs)
+    (tmp_path / "collected" / "data" / "runs" / "c-train").mkdir(parents=True)  # collected by hand before
+    jobs = planned(tmp_path / "collected", config)
+    assert ("collect", "c-eval") in jobs and ("collect", "c-train") not in jobs
 
 
 @pytest.fixture(scope="module")

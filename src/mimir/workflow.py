@@ -50,6 +50,8 @@ def validate_config(config: dict[str, Any], schema_path: Path, source: str = "co
     _defaults(schema, config)
     runs = config["runs"]
     for name, run in runs.items():
+        if run["source"] == "cluster" and run.get("exfil"):
+            raise ConfigError(f"{source}: runs.{name}.exfil: physical exfiltration is only generated (synthetic)")
         training = run.get("training")
         if training is not None and (training not in runs or runs[training]["role"] != "train"):
             raise ConfigError(f"{source}: runs.{name}.training: {training!r} is not a training run of this config")
