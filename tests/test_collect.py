@@ -182,7 +182,7 @@ def cluster_basics(api: Any) -> None:
     kube.request_json(api, "POST", "/api/v1/namespaces/kube-system/services", body=dns)
 
 
-def collect_command(server: KubeServer, target: str, out: Path, duration: int, *extra: str) -> list[str]:
+def collect_command(server: str, target: str, out: Path, duration: int, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -201,7 +201,7 @@ def collect_command(server: KubeServer, target: str, out: Path, duration: int, *
         "-o",
         str(out),
         "--server",
-        server.url,
+        server,
         "--target",
         target,
         "--customers",
@@ -242,7 +242,7 @@ def test_collect_writes_a_complete_run_bundle_and_tears_down(
     state, target = shop
     out = tmp_path / "runs" / "sockshop-4"
     done = subprocess.run(
-        [*collect_command(server, target, out, 8), "--no-least-privilege-watch"],
+        [*collect_command(server.url, target, out, 8), "--no-least-privilege-watch"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -318,7 +318,7 @@ def test_ctrl_c_during_the_load_stops_everything_and_marks_the_run_incomplete(
     _, target = shop
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [*collect_command(server, target, out, 300), "--no-least-privilege-watch"],
+        [*collect_command(server.url, target, out, 300), "--no-least-privilege-watch"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -350,7 +350,7 @@ def test_a_failure_after_deploying_tears_down_and_names_the_cause(
     _, target = shop
     out = tmp_path / "run"
     done = subprocess.run(
-        collect_command(server, target, out, 8), capture_output=True, text=True, timeout=240, check=False
+        collect_command(server.url, target, out, 8), capture_output=True, text=True, timeout=240, check=False
     )
     assert done.returncode == 7, done.stderr
     assert "mimir-watcher" in done.stderr and "--no-least-privilege-watch" in done.stderr
@@ -365,29 +365,8 @@ def test_an_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / "run.json").write_text("{}")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mimir.cli",
-            "collect",
-            "--app",
-            "sockshop",
-            "--users",
-            "2",
-            "--duration",
-            "5",
-            "-o",
-            str(out),
-            "--server",
-            "http://127.0.0.1:9",
-            "--capture-netns",
-            "host",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = collect_command("http://127.0.0.1:9", "http://127.0.0.1:9", out, 5)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "exists and is not empty" in done.stderr
     assert (out / "run.json").read_text() == "{}"

@@ -50,6 +50,24 @@ def _command(commands: argparse._SubParsersAction, name: str, **kwargs: str) -> 
     return commands.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
+def _run_options(parser: argparse.ArgumentParser, users: str, seed: str) -> None:
+    """What a run is, for the sources that make one (synth, collect): application, load, mix, seed, output."""
+    parser.add_argument("--app", required=True, metavar="APP", help="sockshop, wordpress, online-boutique or a YAML")
+    parser.add_argument("--duration", type=_positive_float, required=True, metavar="SECONDS", help="run length")
+    parser.add_argument("--users", type=_positive_int, required=True, metavar="N", help=users)
+    parser.add_argument(
+        "--mix",
+        default="browse=0.5,buy=0.3,register=0.2",
+        metavar="KIND=P,...",
+        help="probabilities of the request types (default: browse=0.5,buy=0.3,register=0.2)",
+    )
+    parser.add_argument("--seed", type=int, default=0, metavar="K", help=seed)
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
+    parser.add_argument(
+        "--snaplen", type=_positive_int, default=128, metavar="BYTES", help="bytes captured per frame (default 128)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mimir",
@@ -96,24 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="applications: config/apps/<APP>.yaml (schema: config/schemas/app.schema.json), or a path to "
         "such a file.\n\n" + EXIT_CODE_TEXT,
     )
-    synth.add_argument(
-        "--app", required=True, metavar="APP", help="sockshop, wordpress, online-boutique or a YAML file"
-    )
-    synth.add_argument("--duration", type=_positive_float, required=True, metavar="SECONDS", help="run length")
-    synth.add_argument("--users", type=_positive_int, required=True, metavar="N", help="peak number of active users")
-    synth.add_argument(
-        "--mix",
-        default="browse=0.5,buy=0.3,register=0.2",
-        metavar="KIND=P,...",
-        help="probabilities of the request types (default: browse=0.5,buy=0.3,register=0.2)",
-    )
-    synth.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
-    synth.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
+    _run_options(synth, users="peak number of active users", seed="random seed (default 0)")
     synth.add_argument(
         "--rotate", type=_positive_float, default=600.0, metavar="SECONDS", help="capture file rotation (default 600)"
-    )
-    synth.add_argument(
-        "--snaplen", type=_positive_int, default=128, metavar="BYTES", help="bytes captured per frame (default 128)"
     )
     synth.add_argument(
         "--start", type=int, default=1_767_225_600, metavar="EPOCH", help="start time (default 2026-01-01T00:00Z)"
@@ -224,17 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example (minikube with the docker driver, as ansible/ provisions it; run as root for tcpdump):\n"
         "  mimir collect --app sockshop --users 100 --duration 3600 -o data/runs/sockshop-100\n\n" + EXIT_CODE_TEXT,
     )
-    collect.add_argument("--app", required=True, metavar="APP", help="sockshop, wordpress, online-boutique or a YAML")
-    collect.add_argument("--users", type=_positive_int, required=True, metavar="N", help="peak number of Locust users")
-    collect.add_argument(
-        "--mix",
-        default="browse=0.5,buy=0.3,register=0.2",
-        metavar="KIND=P,...",
-        help="probabilities of the request types (default: browse=0.5,buy=0.3,register=0.2)",
-    )
-    collect.add_argument("--duration", type=_positive_float, required=True, metavar="SECONDS", help="load length")
-    collect.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="new run bundle folder")
-    collect.add_argument("--seed", type=int, default=0, metavar="K", help="seeds the users' choices (default 0)")
+    _run_options(collect, users="peak number of Locust users", seed="seeds the users' choices (default 0)")
     collect.add_argument(
         "--spawn-rate", type=_positive_float, default=10.0, metavar="USERS/S", help="Locust spawn rate (default 10)"
     )
@@ -277,9 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--interface", default="any", metavar="IF", help="capture interface (default any)")
     cap.add_argument(
         "--rotate", type=_positive_int, default=600, metavar="SECONDS", help="capture file rotation (default 600)"
-    )
-    cap.add_argument(
-        "--snaplen", type=_positive_int, default=128, metavar="BYTES", help="bytes captured per frame (default 128)"
     )
     cap.add_argument(
         "--buffer", type=_positive_int, default=32768, metavar="KIB", help="kernel capture buffer (default 32768)"
