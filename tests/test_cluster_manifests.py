@@ -8,6 +8,7 @@ the entry point. Locustfiles are read with `ast`, so Locust is never imported he
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,27 @@ def test_locustfile_defines_one_user_with_exactly_the_apps_behaviours(app: str) 
         and any(a.name == "DailyCurveShape" for a in node.names)
     ]
     assert shape, f"{path.name}: DailyCurveShape is not imported, so Locust would not follow the daily curve"
+
+
+def shell_scripts(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(where, shell, text) of every script a document carries: ConfigMap files with a shebang, `sh -c` commands."""
+    found = []
+    if doc["kind"] == "ConfigMap":
+        for key, text in (doc.get("data") or {}).items():
+            if text.startswith("#!"):
+                found.append((key, Path(text.splitlines()[0][2:].split()[0]).name, text))
+    for container in containers(doc):
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        if len(argv) >= 3 and Path(argv[0]).name in ("sh", "bash") and argv[1] == "-c":
+            found.append((container["name"], Path(argv[0]).name, argv[2]))
+    return found
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_embedded_shell_scripts_parse(app: str) -> None:
+    """The scripts run in containers only on a real cluster; here the shell at least parses each (dash for sh)."""
+    for path, doc in documents(app):
+        for where, shell, text in shell_scripts(doc):
+            checker = "dash" if shell == "sh" else "bash"
+            done = subprocess.run([checker, "-n"], input=text, capture_output=True, text=True, check=False)
+            assert done.returncode == 0, f"{path.name}: {doc['metadata']['name']}: {where}: {done.stderr}"
