@@ -268,7 +268,8 @@ def test_collect_writes_a_complete_run_bundle_and_tears_down(
     assert load["requests"] > 0
     population = 3 * 4  # per customer: register, login, card, address
     probe = 1  # the entry point's health probe before t0
-    assert load["requests"] == sum(state.hits.values()) - population - probe
+    in_flight = sum(state.hits.values()) - population - probe - load["requests"]
+    assert 0 <= in_flight <= 4  # Locust does not count a request its stopping user never saw answered
     assert load["phases"] == [int(v) for v in load["phases"]] and len(load["phases"]) == 24
     assert (out / "load" / "locust_stats_history.csv").is_file()
 
