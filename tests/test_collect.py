@@ -385,3 +385,13 @@ def test_later_stages_refuse_an_incomplete_run(tmp_path: Path, status: str, prob
     (tmp_path / "run.json").write_text(json.dumps({"status": status, "problems": problems, "source": "cluster"}))
     with pytest.raises(EntitiesError, match=f"the run is incomplete \\({re.escape(reason)}"):
         load_run(tmp_path)
+
+
+def test_an_unreachable_cluster_leaves_no_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    done = subprocess.run(
+        collect_command("http://127.0.0.1:9", "http://127.0.0.1:9", out, 5), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 7, done.stderr
+    assert "http://127.0.0.1:9" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()

@@ -248,8 +248,6 @@ def _log(progress: Callable[[str], None] | None, text: str) -> None:
 
 
 def _prepare_output(out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out}: the output folder exists and is not empty; choose another or remove it")
     try:
         (out / "capture").mkdir(parents=True, exist_ok=True)
         (out / "load").mkdir(exist_ok=True)
@@ -306,6 +304,9 @@ def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -
         raise UsageError(f"--service-network {cfg.service_network}: {e}") from None
     netns = capture_netns(cfg.capture_netns)
     objects = kube.load_manifests(cfg.manifest_folder)
+    if cfg.out.exists() and any(cfg.out.iterdir()):
+        raise UsageError(f"{cfg.out}: the output folder exists and is not empty; choose another or remove it")
+    api = kube.connect(cfg.kubeconfig, cfg.context, cfg.server)  # before any file: a wrong cluster leaves nothing
     _prepare_output(cfg.out)
     phases = daily_curve(cfg.users).tolist()
     record = RunRecord(
@@ -329,12 +330,10 @@ def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -
     switch = _StopSwitch()
     stop = switch.event
     refs: list[Any] = []
-    api = None
     watch = cap = None
     clock = record.info["clock"]
     try:
         with _stop_on_signals(switch):
-            api = kube.connect(cfg.kubeconfig, cfg.context, cfg.server)
             app_objects, populate_objects = split_populate(objects)
             extra_secrets, params = app_secrets(cfg.app)
             rbac = kube.load_manifests(RBAC_MANIFEST.parent) if cfg.least_privilege_watch else []
@@ -475,7 +474,7 @@ def _finish(
             clock["entities_stopped"] = time.time()
         except MimirError as e:
             problems.append(f"entity watch: {e}")
-    if api is not None and refs and not cfg.keep:
+    if refs and not cfg.keep:
         _log(progress, f"tearing down {len(refs)} objects")
         try:
             left = kube.teardown(api, refs, timeout=300)
