@@ -37,6 +37,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 APP = load_app("sockshop")
+WATCHER = ("mimir", "mimir-watcher")  # config/k8s/rbac/watcher.yaml
 NS = APP.namespace
 
 
@@ -182,6 +183,14 @@ def cluster_basics(api: Any) -> None:
     kube.request_json(api, "POST", "/api/v1/namespaces/kube-system/services", body=dns)
 
 
+def issue_token(request: Any, issued: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an API server answers a TokenRequest for the watcher's ServiceAccount (the emulator has no tokens)."""
+    issued.append(request.data)
+    status = {"token": f"token-for-{WATCHER[1]}", "expirationTimestamp": "2030-01-01T00:00:00Z"}
+    kind = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest"}
+    return {**kind, "spec": request.data["spec"], "status": status}
+
+
 def collect_command(server: str, target: str, out: Path, duration: int, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -240,9 +249,13 @@ def test_collect_writes_a_complete_run_bundle_and_tears_down(
 ) -> None:
     server, api = cluster
     state, target = shop
+    issued: list[dict[str, Any]] = []
+    server.emulator[f"post /api/v1/namespaces/{WATCHER[0]}/serviceaccounts/{WATCHER[1]}/token"] << (
+        lambda request: issue_token(request, issued)
+    )
     out = tmp_path / "runs" / "sockshop-4"
     done = subprocess.run(
-        [*collect_command(server.url, target, out, 8), "--no-least-privilege-watch"],
+        collect_command(server.url, target, out, 8),
         capture_output=True,
         text=True,
         timeout=240,
@@ -307,6 +320,16 @@ def test_collect_writes_a_complete_run_bundle_and_tears_down(
     assert {e["owner"] for e in pods} >= {f"deployment/{name}" for name in ("front-end", "carts", "orders")}
     assert run["entities"]["events"]
 
+    # least privilege: the watcher's ServiceAccount got a token, and the watcher listed and watched with it (the
+    # emulator checks no credentials: what the token may do is the ClusterRole's test in test_cluster_api)
+    assert len(issued) == 1
+    entity_paths = {f"/api/v1/{plural}" for plural in ("pods", "services", "endpoints", "nodes")}
+    token_request = next(r.id for r in server.emulator["post"] if str(r.url).endswith("/token"))
+    watcher = [r for r in server.emulator["get"] if r.url.path in entity_paths and r.id > token_request]
+    assert any(r.params.get("watch") == "true" for r in watcher)
+    assert {r.headers.get("Authorization") for r in watcher} == {"Bearer token-for-mimir-watcher"}
+    assert not any(r.headers.get("Authorization") for r in server.emulator["post"] if "/token" not in str(r.url))
+
     # teardown: nothing of the application is left in the cluster
     assert remaining_workloads(api) == []
     assert run["teardown"]["left"] == []
@@ -346,7 +369,7 @@ def test_ctrl_c_during_the_load_stops_everything_and_marks_the_run_incomplete(
 def test_a_failure_after_deploying_tears_down_and_names_the_cause(
     cluster: tuple[KubeServer, Any], shop: tuple[Shop, str], tmp_path: Path
 ) -> None:
-    """The emulator issues no ServiceAccount tokens, so the least-privilege watch cannot start."""
+    """Unless taught (see the first test), the emulator issues no ServiceAccount tokens: the watch cannot start."""
     server, api = cluster
     _, target = shop
     out = tmp_path / "run"
