@@ -332,3 +332,25 @@ class KubeServer:
 
     def open_watches(self) -> int:
         return self.run(self.emulator.open_watches)
+
+
+def node_object(
+    name: str, internal_ip: str, kubelet: str, runtime: str, os_image: str, *, hostname: bool = False
+) -> dict[str, Any]:
+    """A Node as the kubelet reports it: what kube.cluster_facts and kube.entry_url read (tests play the kubelet)."""
+    addresses = [{"type": "Hostname", "address": name}] if hostname else []
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {
+            "addresses": [*addresses, {"type": "InternalIP", "address": internal_ip}],
+            "nodeInfo": {
+                "kubeletVersion": kubelet,
+                "containerRuntimeVersion": runtime,
+                "osImage": os_image,
+                "kernelVersion": "6.1.0",
+            },
+        },
+    }

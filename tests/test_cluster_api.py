@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from kmockserver import KubeServer
+from kmockserver import KubeServer, node_object
 
 from mimir.entities import read_events, resolve, timeline
 from mimir.errors import ClusterError, UsageError
@@ -261,21 +261,7 @@ def test_wait_ready_raises_on_a_failed_job(server: KubeServer, api: Any, tmp_pat
 
 def test_entry_url_and_cluster_facts(api: Any, tmp_path: Path) -> None:
     deploy_app(api, tmp_path)
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": "node-1"},
-        "spec": {"podCIDR": "10.244.0.0/24"},
-        "status": {
-            "addresses": [{"type": "Hostname", "address": "node-1"}, {"type": "InternalIP", "address": "192.168.49.2"}],
-            "nodeInfo": {
-                "kubeletVersion": "v1.30.4",
-                "containerRuntimeVersion": "containerd://1.7.2",
-                "osImage": "Debian 12",
-                "kernelVersion": "6.1.0",
-            },
-        },
-    }
+    node = node_object("node-1", "192.168.49.2", "v1.30.4", "containerd://1.7.2", "Debian 12", hostname=True)
     kube.request_json(api, "POST", "/api/v1/nodes", body=node)
     dns = {"metadata": {"name": "kube-dns"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53}]}}
     kube.request_json(api, "POST", "/api/v1/namespaces/kube-system/services", body=dns)

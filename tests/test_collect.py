@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from kmockserver import KubeServer
+from kmockserver import KubeServer, node_object
 
 from mimir.apps import load_app
 from mimir.entities import EntitiesError, load_run, read_events
@@ -160,21 +160,7 @@ class Controllers:
 
 def cluster_basics(api: Any) -> None:
     """What minikube has before anything is deployed: the node and kube-dns."""
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": "minikube"},
-        "spec": {"podCIDR": "10.244.0.0/24"},
-        "status": {
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-            "nodeInfo": {
-                "kubeletVersion": "v1.31.0",
-                "containerRuntimeVersion": "docker://27.2.0",
-                "osImage": "Ubuntu 22.04.4 LTS",
-                "kernelVersion": "6.1.0",
-            },
-        },
-    }
+    node = node_object("minikube", "127.0.0.1", "v1.31.0", "docker://27.2.0", "Ubuntu 22.04.4 LTS")
     kube.request_json(api, "POST", "/api/v1/nodes", body=node)
     dns = {
         "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns"}},

@@ -11,12 +11,15 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import yaml
 
 from mimir.errors import MimirError
+
+if TYPE_CHECKING:
+    from mimir.apps import App
 
 
 class ConfigError(MimirError):
@@ -69,17 +72,24 @@ def logged(log: str | Path) -> Iterator[None]:
         yield
 
 
+def run_mix(settings: dict[str, Any], app: App) -> dict[str, float]:
+    """A run's request mix from its config entry (the paper's default when it gives none), checked against the app."""
+    from mimir.sources.synthetic import parse_mix
+
+    mix = settings.get("mix") or {"browse": 0.5, "buy": 0.3, "register": 0.2}
+    return parse_mix(",".join(f"{k}={v}" for k, v in mix.items()), list(app.requests))
+
+
 def synth_run(settings: dict[str, Any], defaults: dict[str, Any], seed: int, out: Path) -> None:
     from mimir.apps import load_app
-    from mimir.sources.synthetic import Exfiltration, SynthConfig, parse_mix, synthesize
+    from mimir.sources.synthetic import Exfiltration, SynthConfig, synthesize
 
     app = load_app(settings["app"])
-    mix = settings.get("mix") or {"browse": 0.5, "buy": 0.3, "register": 0.2}
     cfg = SynthConfig(
         app=app,
         duration=float(settings.get("duration", defaults["duration"])),
         users=int(settings["users"]),
-        mix=parse_mix(",".join(f"{k}={v}" for k, v in mix.items()), list(app.requests)),
+        mix=run_mix(settings, app),
         seed=int(settings.get("seed", seed)),
         snaplen=int(defaults["snaplen"]),
         rotate=float(defaults["rotate"]),
@@ -95,15 +105,13 @@ def collect_run(
     """One run on the cluster; its progress lines go to the rule's log."""
     from mimir.apps import load_app
     from mimir.sources.cluster.collect import CollectConfig, collect, progress_printer
-    from mimir.sources.synthetic import parse_mix
 
     app = load_app(settings["app"])
-    mix = settings.get("mix") or {"browse": 0.5, "buy": 0.3, "register": 0.2}
     kubeconfig = cluster.get("kubeconfig")
     cfg = CollectConfig(
         app=app,
         users=int(settings["users"]),
-        mix=parse_mix(",".join(f"{k}={v}" for k, v in mix.items()), list(app.requests)),
+        mix=run_mix(settings, app),
         duration=float(settings.get("duration", defaults["duration"])),
         out=out,
         seed=int(settings.get("seed", seed)),
