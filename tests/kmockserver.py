@@ -337,7 +337,7 @@ class KubeServer:
 def node_object(
     name: str, internal_ip: str, kubelet: str, runtime: str, os_image: str, *, hostname: bool = False
 ) -> dict[str, Any]:
-    """A Node as the kubelet reports it: what kube.cluster_facts and kube.entry_url read (tests play the kubelet)."""
+    """A Node as the kubelet reports it: what facts.cluster_facts and facts.entry_url read (tests play the kubelet)."""
     addresses = [{"type": "Hostname", "address": name}] if hostname else []
     return {
         "apiVersion": "v1",

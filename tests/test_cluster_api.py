@@ -17,8 +17,8 @@ import yaml
 from kmockserver import KubeServer, node_object
 
 from mimir.entities import read_events, resolve, timeline
-from mimir.errors import ClusterError, UsageError
-from mimir.sources.cluster import kube
+from mimir.errors import ApiStatusError, ClusterError, IOFailure, ManifestError, UsageError
+from mimir.sources.cluster import facts, kube, manifests, objects, workloads
 from mimir.sources.cluster.watcher import EntityWatcher, entity_event
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,14 +98,14 @@ def write_manifests(folder: Path) -> None:
 def get(api: Any, path: str) -> dict[str, Any] | None:
     try:
         return kube.request_json(api, "GET", path)
-    except kube.ApiStatusError as e:
+    except ApiStatusError as e:
         assert e.status == 404
         return None
 
 
 def patch_status(api: Any, api_version: str, plural: str, name: str, status: dict[str, Any]) -> None:
     path = f"{kube.collection_path(api_version, plural, NS)}/{name}/status"
-    kube.request_json(api, "PATCH", path, body={"status": status}, content_type=kube.MERGE_PATCH)
+    kube.request_json(api, "PATCH", path, body={"status": status})
 
 
 # --- manifests, deploy, scale, autoscale, teardown --------------------------------------------------------------
@@ -113,8 +113,8 @@ def patch_status(api: Any, api_version: str, plural: str, name: str, status: dic
 
 def test_manifests_load_in_file_order_and_bad_ones_are_named(tmp_path: Path) -> None:
     write_manifests(tmp_path / "app")
-    objects = kube.load_manifests(tmp_path / "app")
-    assert [o["kind"] for o in objects] == [
+    documents = manifests.load_manifests(tmp_path / "app")
+    assert [o["kind"] for o in documents] == [
         "Namespace",
         "Deployment",
         "StatefulSet",
@@ -126,19 +126,19 @@ def test_manifests_load_in_file_order_and_bad_ones_are_named(tmp_path: Path) -> 
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: [unclosed\n")
-    with pytest.raises(kube.ManifestError, match=r"a\.yaml, line \d+"):
-        kube.load_manifests(bad)
+    with pytest.raises(ManifestError, match=r"a\.yaml, line \d+"):
+        manifests.load_manifests(bad)
     (bad / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\nkind: Service\n")
-    with pytest.raises(kube.ManifestError, match=r"a\.yaml: document 1: .*metadata\.name"):
-        kube.load_manifests(bad)
-    with pytest.raises(kube.IOFailure, match="nowhere"):
-        kube.load_manifests(tmp_path / "nowhere")
+    with pytest.raises(ManifestError, match=r"a\.yaml: document 1: .*metadata\.name"):
+        manifests.load_manifests(bad)
+    with pytest.raises(IOFailure, match="nowhere"):
+        manifests.load_manifests(tmp_path / "nowhere")
 
 
 def test_deploy_creates_in_dependency_order_reruns_and_tears_down(api: Any, tmp_path: Path) -> None:
     write_manifests(tmp_path / "app")
-    objects = kube.load_manifests(tmp_path / "app")
-    refs = kube.deploy(api, objects, NS)
+    documents = manifests.load_manifests(tmp_path / "app")
+    refs = objects.deploy(api, documents, NS)
     assert [r.kind for r in refs] == [
         "Namespace",
         "ConfigMap",
@@ -156,34 +156,34 @@ def test_deploy_creates_in_dependency_order_reruns_and_tears_down(api: Any, tmp_
         found = get(api, f"{kube.collection_path(ref.api_version, plural, NS)}/{ref.name}")
         assert found is not None and found["metadata"]["namespace"] == NS, ref
 
-    changed = [dict(o, data={"k": "2"}) if o["kind"] == "ConfigMap" else o for o in objects]
-    assert kube.deploy(api, changed, NS) == refs  # a rerun updates what exists
+    changed = [dict(o, data={"k": "2"}) if o["kind"] == "ConfigMap" else o for o in documents]
+    assert objects.deploy(api, changed, NS) == refs  # a rerun updates what exists
     assert get(api, f"/api/v1/namespaces/{NS}/configmaps/cfg")["data"] == {"k": "2"}
 
-    assert kube.teardown(api, refs, timeout=10) == []
+    assert objects.teardown(api, refs, timeout=10) == []
     assert get(api, f"/apis/apps/v1/namespaces/{NS}/deployments/web") is None
     assert get(api, f"/api/v1/namespaces/{NS}") is None
-    assert kube.teardown(api, refs, timeout=10) == []  # already gone is fine
+    assert objects.teardown(api, refs, timeout=10) == []  # already gone is fine
 
 
 def test_deploy_names_an_unknown_kind(api: Any) -> None:
     thing = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     with pytest.raises(ClusterError, match=r"Widget in example\.com/v1"):
-        kube.deploy(api, [thing], NS)
+        objects.deploy(api, [thing], NS)
 
 
 def test_scale_and_autoscale(api: Any, tmp_path: Path) -> None:
     write_manifests(tmp_path / "app")
-    refs = kube.deploy(api, kube.load_manifests(tmp_path / "app"), NS)
-    kube.scale(api, NS, {"web": 4, "db": 3})
+    refs = objects.deploy(api, manifests.load_manifests(tmp_path / "app"), NS)
+    workloads.scale(api, NS, {"web": 4, "db": 3})
     assert get(api, f"/apis/apps/v1/namespaces/{NS}/deployments/web")["spec"]["replicas"] == 4
     assert get(api, f"/apis/apps/v1/namespaces/{NS}/statefulsets/db")["spec"]["replicas"] == 3
     with pytest.raises(ClusterError, match="no Deployment or StatefulSet named nope"):
-        kube.scale(api, NS, {"nope": 1})
+        workloads.scale(api, NS, {"nope": 1})
     with pytest.raises(UsageError, match="web"):
-        kube.scale(api, NS, {"web": -1})
+        workloads.scale(api, NS, {"web": -1})
 
-    hpas = kube.autoscale(api, NS, {"web": (2, 6, 70), "db": (1, 2, 50)})
+    hpas = workloads.autoscale(api, NS, {"web": (2, 6, 70), "db": (1, 2, 50)})
     assert [(r.kind, r.name, r.namespace) for r in hpas] == [
         ("HorizontalPodAutoscaler", "web", NS),
         ("HorizontalPodAutoscaler", "db", NS),
@@ -195,17 +195,17 @@ def test_scale_and_autoscale(api: Any, tmp_path: Path) -> None:
     assert web["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
     assert get(api, f"{hpa_path}/db")["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
     with pytest.raises(UsageError, match="db"):
-        kube.autoscale(api, NS, {"db": (3, 2, 50)})
-    assert kube.teardown(api, refs + hpas, timeout=10) == []
+        workloads.autoscale(api, NS, {"db": (3, 2, 50)})
+    assert objects.teardown(api, refs + hpas, timeout=10) == []
     assert get(api, f"{hpa_path}/db") is None
 
 
 # --- readiness -------------------------------------------------------------------------------------------------
 
 
-def deploy_app(api: Any, tmp_path: Path) -> list[kube.ObjectRef]:
+def deploy_app(api: Any, tmp_path: Path) -> list[objects.ObjectRef]:
     write_manifests(tmp_path / "app")
-    return kube.deploy(api, kube.load_manifests(tmp_path / "app"), NS)
+    return objects.deploy(api, manifests.load_manifests(tmp_path / "app"), NS)
 
 
 def in_thread(target: Callable[[], None]) -> threading.Thread:
@@ -216,7 +216,7 @@ def in_thread(target: Callable[[], None]) -> threading.Thread:
 
 def test_wait_ready_returns_when_the_workloads_become_ready(server: KubeServer, api: Any, tmp_path: Path) -> None:
     deploy_app(api, tmp_path)
-    kube.scale(api, NS, {"web": 3})  # a new generation: readiness must be observed at it
+    workloads.scale(api, NS, {"web": 3})  # a new generation: readiness must be observed at it
     controller = server.client()
 
     def play_controllers() -> None:
@@ -228,7 +228,7 @@ def test_wait_ready_returns_when_the_workloads_become_ready(server: KubeServer, 
 
     seen: list[str] = []
     thread = in_thread(play_controllers)
-    kube.wait_ready(api, NS, None, timeout=60, progress=seen.append)
+    workloads.wait_ready(api, NS, None, timeout=60, progress=seen.append)
     thread.join()
     assert sorted(seen) == ["deployment/web 3/3 ready", "job/seed complete", "statefulset/db 1/1 ready"]
     deployment = get(api, f"/apis/apps/v1/namespaces/{NS}/deployments/web")
@@ -240,7 +240,7 @@ def test_wait_ready_timeout_names_what_is_not_ready(api: Any, tmp_path: Path) ->
     patch_status(api, "apps/v1", "deployments", "web", {"readyReplicas": 1, "observedGeneration": 1})
     patch_status(api, "apps/v1", "statefulsets", "db", {"readyReplicas": 1, "observedGeneration": 1})
     with pytest.raises(ClusterError, match=r"deployment/web 1/2 ready.*missing \(no Deployment") as caught:
-        kube.wait_ready(api, NS, ["web", "db", "missing"], timeout=0.5)
+        workloads.wait_ready(api, NS, ["web", "db", "missing"], timeout=0.5)
     assert "statefulset/db" not in str(caught.value)
 
 
@@ -255,7 +255,7 @@ def test_wait_ready_raises_on_a_failed_job(server: KubeServer, api: Any, tmp_pat
 
     thread = in_thread(fail_the_job)
     with pytest.raises(ClusterError, match="job/seed failed: BackoffLimitExceeded"):
-        kube.wait_ready(api, NS, ["seed"], timeout=60)
+        workloads.wait_ready(api, NS, ["seed"], timeout=60)
     thread.join()
 
 
@@ -265,8 +265,8 @@ def test_entry_url_and_cluster_facts(api: Any, tmp_path: Path) -> None:
     kube.request_json(api, "POST", "/api/v1/nodes", body=node)
     dns = {"metadata": {"name": "kube-dns"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53}]}}
     kube.request_json(api, "POST", "/api/v1/namespaces/kube-system/services", body=dns)
-    assert kube.entry_url(api, NS, "web") == "http://192.168.49.2:30080"
-    assert kube.entry_url(api, NS, "web", node_address="fd00::2") == "http://[fd00::2]:30080"
+    assert facts.entry_url(api, NS, "web") == "http://192.168.49.2:30080"
+    assert facts.entry_url(api, NS, "web", node_address="fd00::2") == "http://[fd00::2]:30080"
     kube.request_json(
         api,
         "POST",
@@ -274,11 +274,11 @@ def test_entry_url_and_cluster_facts(api: Any, tmp_path: Path) -> None:
         body={"metadata": {"name": "db"}, "spec": {"ports": [{"port": 3306}]}},
     )
     with pytest.raises(ClusterError, match="service db in namespace shop is ClusterIP"):
-        kube.entry_url(api, NS, "db")
+        facts.entry_url(api, NS, "db")
 
-    facts = kube.cluster_facts(api, [NS])
-    assert facts["server_version"]  # whatever the server reports
-    assert facts["nodes"] == [
+    found = facts.cluster_facts(api, [NS])
+    assert found["server_version"]  # whatever the server reports
+    assert found["nodes"] == [
         {
             "name": "node-1",
             "kubelet_version": "v1.30.4",
@@ -290,14 +290,14 @@ def test_entry_url_and_cluster_facts(api: Any, tmp_path: Path) -> None:
             "pod_cidrs": ["10.244.0.0/24"],
         }
     ]
-    images = {(w["kind"], w["name"]): w["images"] for w in facts["workloads"]}
+    images = {(w["kind"], w["name"]): w["images"] for w in found["workloads"]}
     assert images == {
         ("Deployment", "web"): ["shop/web:1.2"],
         ("StatefulSet", "db"): ["shop/db:1.2"],
         ("Job", "seed"): ["shop/seed:1.2"],
     }
-    assert facts["kubernetes_service_ip"] is None  # the emulator has no `kubernetes` service
-    assert facts["kube_dns"] == "10.96.0.10"
+    assert found["kubernetes_service_ip"] is None  # the emulator has no `kubernetes` service
+    assert found["kube_dns"] == "10.96.0.10"
 
 
 def test_connect_names_what_failed(tmp_path: Path) -> None:
@@ -342,7 +342,7 @@ def create(api: Any, plural: str, obj: dict[str, Any], namespace: str | None = N
 
 def change(api: Any, plural: str, name: str, body: dict[str, Any]) -> None:
     path = f"{kube.collection_path('v1', plural, NS)}/{name}"
-    kube.request_json(api, "PATCH", path, body=body, content_type=kube.MERGE_PATCH)
+    kube.request_json(api, "PATCH", path, body=body)
 
 
 def delete(api: Any, plural: str, name: str) -> None:
@@ -525,13 +525,13 @@ def test_watcher_lists_every_namespace_when_none_is_given(api: Any, tmp_path: Pa
 
 
 def test_watcher_rbac_allows_only_list_and_watch(api: Any) -> None:
-    objects = kube.load_manifests(REPO / "config" / "k8s" / "rbac")
-    roles = [o for o in objects if o["kind"] in ("ClusterRole", "Role")]
+    documents = manifests.load_manifests(REPO / "config" / "k8s" / "rbac")
+    roles = [o for o in documents if o["kind"] in ("ClusterRole", "Role")]
     assert roles and all(set(rule["verbs"]) == {"list", "watch"} for role in roles for rule in role["rules"])
     covered = {(g, r) for role in roles for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert {("", "pods"), ("", "services"), ("", "endpoints"), ("", "nodes")} <= covered
-    binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
+    binding = next(o for o in documents if o["kind"] == "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mimir-watcher", "namespace": "mimir"}]
-    refs = kube.deploy(api, objects, "default")
+    refs = objects.deploy(api, documents, "default")
     assert [r.kind for r in refs] == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
-    assert kube.teardown(api, refs, timeout=10) == []
+    assert objects.teardown(api, refs, timeout=10) == []

@@ -21,7 +21,7 @@ from oracle import flow_totals, tshark_totals
 from mimir.capture.formats import ByteStream, FileReport, RecordBlock, read_records
 from mimir.capture.ingest import ingest
 from mimir.errors import ClusterError
-from mimir.sources.cluster.capture import NodeCapture
+from mimir.sources.cluster.capture import NodeCapture, TcpdumpOptions
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("tcpdump") or not shutil.which("tshark"),
@@ -93,7 +93,9 @@ def test_capture_matches_tshark_and_counts_what_was_sent(tmp_path: Path) -> None
     udp_port = receiver.getsockname()[1]
     sent = 40
     folder = tmp_path / "capture"
-    with NodeCapture(folder, interface="any", bpf=f"udp port {udp_port} or (tcp and host {LOOPBACK})") as capture:
+    with NodeCapture(
+        folder, TcpdumpOptions(interface="any", bpf=f"udp port {udp_port} or (tcp and host {LOOPBACK})")
+    ) as capture:
         send_udp(udp_port, sent)
         tcp_exchange(rounds=5)
     receiver.close()
@@ -121,7 +123,7 @@ def test_rotation_gives_time_ordered_files_that_hold_every_packet(tmp_path: Path
     receiver = udp_receiver()
     port = receiver.getsockname()[1]
     folder = tmp_path / "capture"
-    capture = NodeCapture(folder, interface="lo", rotate_seconds=1, bpf=f"udp port {port}")
+    capture = NodeCapture(folder, TcpdumpOptions(interface="lo", rotate_seconds=1, bpf=f"udp port {port}"))
     capture.start()
     sent = 0
     try:
@@ -172,7 +174,7 @@ for _ in range(int(sys.argv[2])):
 def test_capture_inside_a_network_namespace(tmp_path: Path, namespace: str) -> None:
     port, count = 40000 + secrets.randbelow(20000), 25
     folder = tmp_path / "capture"
-    with NodeCapture(folder, interface="any", netns=Path("/run/netns") / namespace) as capture:
+    with NodeCapture(folder, TcpdumpOptions(interface="any", netns=Path("/run/netns") / namespace)) as capture:
         assert capture.command[:2] == ["nsenter", f"--net=/run/netns/{namespace}"]
         subprocess.run(
             ["ip", "netns", "exec", namespace, sys.executable, "-c", SEND_INSIDE, str(port), str(count)],
@@ -188,7 +190,7 @@ def test_capture_inside_a_network_namespace(tmp_path: Path, namespace: str) -> N
 
 
 def test_an_interface_that_does_not_exist_is_a_cluster_error(tmp_path: Path) -> None:
-    capture = NodeCapture(tmp_path / "capture", interface="mimir-nosuch0")
+    capture = NodeCapture(tmp_path / "capture", TcpdumpOptions(interface="mimir-nosuch0"))
     with pytest.raises(ClusterError, match="mimir-nosuch0"):
         capture.start()
     stats = capture.stop()
@@ -198,4 +200,4 @@ def test_an_interface_that_does_not_exist_is_a_cluster_error(tmp_path: Path) -> 
 
 def test_stop_before_start_is_a_cluster_error(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="before start"):
-        NodeCapture(tmp_path, interface="lo").stop()
+        NodeCapture(tmp_path, TcpdumpOptions(interface="lo")).stop()

@@ -29,7 +29,8 @@ import pytest
 from kmockserver import KubeServer, node_object
 
 from mimir.apps import load_app
-from mimir.entities import EntitiesError, load_run, read_events
+from mimir.entities import load_run, read_events
+from mimir.errors import ApiStatusError, EntitiesError
 from mimir.sources.cluster import kube
 
 pytestmark = pytest.mark.skipif(
@@ -121,7 +122,7 @@ class Controllers:
             for plural in ("deployments", "statefulsets"):
                 try:
                     items = kube.request_json(self.api, "GET", f"/apis/apps/v1/namespaces/{NS}/{plural}")["items"]
-                except kube.ApiStatusError:
+                except ApiStatusError:
                     continue
                 for workload in items:
                     self._play(plural, workload)
@@ -135,7 +136,7 @@ class Controllers:
         ):
             path = f"/apis/apps/v1/namespaces/{NS}/{plural}/{name}/status"
             ready = {"readyReplicas": replicas, "observedGeneration": workload["metadata"].get("generation")}
-            kube.request_json(self.api, "PATCH", path, body={"status": ready}, content_type=kube.MERGE_PATCH)
+            kube.request_json(self.api, "PATCH", path, body={"status": ready})
         if name in self.pods:
             return
         labels = dict(spec["template"]["metadata"]["labels"])

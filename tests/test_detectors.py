@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ from conftest import run_mimir
 
 from mimir.detectors import best_f1_threshold, finest_max
 from mimir.detectors.registry import METHODS as DETECTORS
+from mimir.errors import NotFittedError
 from mimir.evaluate import metrics
 
 
@@ -91,5 +94,43 @@ def test_commsvc_learns_from_the_training_split_only(tables: dict) -> None:
     coarse_table.loc[tested, "w:catalogue>payment"] = 1.0  # a pair that appears in the test split only
     detector = CommunicatingServices()
     detector.fit([train])
-    assert "w:catalogue>payment" not in detector.known
+    assert "w:catalogue>payment" not in detector.known_
     assert detector.score(train)["score"].to_numpy()[tested.to_numpy()].min() == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_parameters_are_init_arguments_and_fit_alone_sets_the_learnt_state(tables: dict, name: str) -> None:
+    """scikit-learn's conventions: __init__ stores its arguments as given; fit adds only `_`-suffixed attributes."""
+    parameters = inspect.signature(DETECTORS[name].__init__).parameters
+    detector = DETECTORS[name]()
+    assert vars(detector) == {p: parameters[p].default for p in parameters if p != "self"}
+    before = dict(vars(detector))
+    assert detector.fit([tables["train"]]) is detector
+    learnt = set(vars(detector)) - set(before)
+    assert learnt and all(a.endswith("_") for a in learnt) and "threshold_" in learnt
+    assert {p: vars(detector)[p] for p in before} == before
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_an_unfitted_detector_refuses_to_score_with_a_clear_error(name: str) -> None:
+    detector = DETECTORS[name]()
+    with pytest.raises(NotFittedError, match=f"the {name} detector is not fitted"):
+        detector.score({60: pd.DataFrame({"start": [0]})})
+    with pytest.raises(NotFittedError):
+        _ = detector.threshold
+
+
+@pytest.mark.parametrize("name", ["mimir", "lasso", "oddball"])
+def test_models_saved_before_the_trailing_underscores_still_load_and_score_the_same(tables: dict, name: str) -> None:
+    """A model.joblib written before fitted attributes ended in `_` (the Lasso kept the MIMIR detector's unused
+    `c` and `stacker`): unpickling renames what was fitted, and the scores are the same."""
+    fitted = DETECTORS[name]().fit([tables["train"]])
+    parameters = set(inspect.signature(DETECTORS[name].__init__).parameters)
+    old = {k.removesuffix("_") if k not in parameters else k: v for k, v in vars(fitted).items()}
+    if name == "lasso":
+        old |= {"c": 1.0, "stacker": None}
+    loaded = DETECTORS[name].__new__(DETECTORS[name])
+    loaded.__setstate__(old)
+    assert set(vars(loaded)) == set(vars(fitted))
+    assert loaded.threshold == fitted.threshold
+    assert loaded.score(tables["eval"]).equals(fitted.score(tables["eval"]))

@@ -3,6 +3,7 @@ traceback, and nothing written (or overwritten) when the input is rejected."""
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import struct
@@ -12,7 +13,8 @@ import pytest
 from conftest import run_mimir
 from craft import ETH_IPV4, Interface, Record, Section, ether, ipv4, pcap, pcapng, tcp
 
-from mimir.errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_UNSUPPORTED, EXIT_USAGE
+from mimir import errors
+from mimir.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_IO, EXIT_UNSUPPORTED, EXIT_USAGE, MimirError
 
 T0 = 1_700_000_000
 
@@ -127,3 +129,34 @@ def test_unwritable_output(tmp_path: Path) -> None:
     blocker.write_text("a file where a folder should be")
     done = run_mimir("ingest", good, "-o", blocker / "flows.parquet")
     assert done.returncode == EXIT_IO and str(blocker) in done.stderr
+
+
+def error_classes() -> list[type[MimirError]]:
+    found, todo = [], [MimirError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_exit_code_is_documented_and_listed_by_the_help() -> None:
+    assert all(text.strip() for text in EXIT_CODES.values())
+    for cls in error_classes():
+        assert cls.exit_code in EXIT_CODES, cls
+        assert cls.__doc__ and cls.__doc__.strip(), cls
+    shown = run_mimir("--help", check=True).stdout
+    for code, text in EXIT_CODES.items():
+        assert f"{code}  {text}" in shown
+
+
+def test_every_error_class_is_defined_in_mimir_errors() -> None:
+    names = {cls.__name__ for cls in error_classes()}
+    package = Path(errors.__file__).parent
+    for path in package.rglob("*.py"):
+        if path.name == "errors.py" and path.parent == package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                assert not bases & names, f"{path}: {node.name} is an error class outside mimir.errors"

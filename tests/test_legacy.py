@@ -12,7 +12,8 @@ from conftest import run_mimir
 from craft import ETH_IPV4, Record, ether, ipv4, pcap, tcp
 
 from mimir.entities import read_events, resolve, timeline
-from mimir.sources.legacy import LegacyError, parse_conversations, read_cluster_log
+from mimir.errors import LegacyError
+from mimir.sources.legacy import parse_conversations, read_cluster_log
 
 LOG = "wordpress_example_final_cluster_creation_log.txt"
 ANALYSIS = "example_wordpress_final_analysis.json"

@@ -15,17 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mimir.errors import MimirError
+from mimir.errors import EntitiesError
 
 DNS_SERVICE = "kube-dns"
 INFRA_NAMESPACE = "kube-system"
 
 # entity classes
 POD, VIP, INGRESS, OUTSIDE, INFRA, UNKNOWN = "pod", "vip", "ingress", "outside", "infra", "unknown"
-
-
-class EntitiesError(MimirError):
-    exit_code = 3
 
 
 @dataclass

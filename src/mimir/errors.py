@@ -38,10 +38,24 @@ class MimirError(Exception):
 
 
 class UsageError(MimirError):
+    """A command-line or config value that cannot be used; the message names the option or key."""
+
+    exit_code = EXIT_USAGE
+
+
+class MissingExtra(UsageError):
+    """A command needs an optional part of mimir (an extra) that is not installed; the message says what to install."""
+
+
+class ConfigError(MimirError):
+    """The workflow's config breaks its schema or names a run it does not define; the message names the key."""
+
     exit_code = EXIT_USAGE
 
 
 class IOFailure(MimirError):
+    """A file or folder cannot be read or written; the message names it."""
+
     exit_code = EXIT_IO
 
 
@@ -60,7 +74,39 @@ class CaptureError(MimirError):
 
 
 class UnsupportedCapture(CaptureError):
+    """A well-formed capture with content mimir cannot decode (a link type, a timestamp resolution)."""
+
     exit_code = EXIT_UNSUPPORTED
+
+
+class AppError(MimirError):
+    """An application file that cannot be used; the message names the file and the key."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class EntitiesError(MimirError):
+    """A run's run.json or entity events cannot be used (missing, malformed, an incomplete run); names the file."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class LegacyError(MimirError):
+    """A file of the prototype's data cannot be imported; the message names the file."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ManifestError(MimirError):
+    """A manifest file is not YAML, or a document in it is not a Kubernetes object."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class NotFittedError(MimirError):
+    """A detector asked to score (or for its threshold) before fit: a model saved unfitted is unusable input."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class ProvisionError(MimirError):
@@ -73,6 +119,14 @@ class ClusterError(MimirError):
     """The Kubernetes API refused or failed a step of a collection."""
 
     exit_code = EXIT_CLUSTER
+
+
+class ApiStatusError(ClusterError):
+    """The API answered a request with an error status (kept apart so callers can react to 404, 409, 410)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status, self.reason = status, reason
+        super().__init__(message)
 
 
 class Interrupted(MimirError):

@@ -8,27 +8,62 @@ judged on the same intervals.
 
 from __future__ import annotations
 
-from typing import Protocol
+import inspect
+from collections.abc import Callable
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
+
+from mimir.errors import NotFittedError
 
 META = ("interval", "start", "injected_bytes", "attack", "path", "label", "split")
 
 Tables = dict[int, pd.DataFrame]
 
 
-class Detector(Protocol):
-    name: str
-    threshold: float
+class Detector:
+    """scikit-learn's conventions: parameters are `__init__`'s arguments, stored as given; what is learnt is set by
+    `fit` alone, in attributes ending in `_`. Scoring before `fit` raises NotFittedError, naming the detector.
 
-    def fit(self, training: list[Tables]) -> None:
+    Subclasses implement `fit` (ending with `threshold_ = validation_threshold(self._score, training)`) and
+    `_score`, the scores of a fitted model.
+    """
+
+    name = ""
+    threshold_: float
+    _DROPPED_IN_OLD_MODELS: tuple[str, ...] = ()  # attributes of models pickled before these conventions, now gone
+
+    def fit(self, training: list[Tables]) -> Self:
         """Learn from training runs' table sets (one per rate); choose the threshold on their validation part."""
-        ...
+        raise NotImplementedError
+
+    def _score(self, tables: Tables) -> pd.DataFrame:
+        raise NotImplementedError
 
     def score(self, tables: Tables) -> pd.DataFrame:
         """One row per coarse interval: start, score in [0, 1]."""
-        ...
+        self._check_fitted()
+        return self._score(tables)
+
+    @property
+    def threshold(self) -> float:
+        """Alert where score >= threshold: the best F1 on the training runs' validation split, frozen by fit."""
+        self._check_fitted()
+        return self.threshold_
+
+    def _check_fitted(self) -> None:
+        if "threshold_" not in vars(self):
+            raise NotFittedError(f"the {self.name} detector is not fitted: fit it on training tables before scoring")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Models pickled before fitted attributes took their trailing `_` (results/models/*/model.joblib) load as
+        they were: every attribute that is not a parameter was fitted state."""
+        parameters = set(inspect.signature(type(self).__init__).parameters) - {"self"}
+        for key, value in state.items():
+            if key in self._DROPPED_IN_OLD_MODELS:
+                continue
+            setattr(self, key if key in parameters or key.endswith("_") else f"{key}_", value)
 
 
 WEIGHT_PREFIX = "w:"  # the service graph's bytes per pair (`w:a>b`): context for the baselines, not features
@@ -75,12 +110,12 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(s[int(np.argmax(f1))])
 
 
-def validation_threshold(detector: Detector, training: list[Tables]) -> float:
+def validation_threshold(score: Callable[[Tables], pd.DataFrame], training: list[Tables]) -> float:
     """The threshold with the best F1 on the training runs' validation split, frozen into the model."""
     tg = max(training[0])
     scores, labels = [], []
     for tables in training:
         chosen = tables[tg]["split"].to_numpy() == "validation"
-        scores.append(detector.score(tables)["score"].to_numpy()[chosen])
+        scores.append(score(tables)["score"].to_numpy()[chosen])
         labels.append(tables[tg]["label"].to_numpy()[chosen])
     return best_f1_threshold(np.concatenate(labels), np.concatenate(scores))

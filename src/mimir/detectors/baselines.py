@@ -8,10 +8,12 @@ learned from the test half).
 
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 import pandas as pd
 
-from mimir.detectors import Tables, coarse, validation_threshold, weight_columns
+from mimir.detectors import Detector, Tables, coarse, validation_threshold, weight_columns
 from mimir.entities import INGRESS, OUTSIDE
 
 
@@ -19,31 +21,31 @@ def _pairs(columns: list[str]) -> list[tuple[str, str]]:
     return [tuple(c[2:].split(">", 1)) for c in columns]  # type: ignore[misc]
 
 
-class _Baseline:
-    name = ""
+class _Baseline(Detector):
+    """A statistic of the coarse service graph, learnt from benign training intervals and turned into [0, 1]."""
 
     def __init__(self, seed: int = 0):
-        self.seed = seed
-        self.threshold = 0.5
+        self.seed = seed  # every method takes the experiment's seed; these statistics draw nothing at random
 
     def statistic(self, table: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
 
-    def learn(self, benign: pd.DataFrame) -> None:
-        """Fit on benign training intervals (default: nothing beyond the reference distribution)."""
+    def _learn(self, benign: pd.DataFrame) -> None:
+        """Fit on benign training intervals (default: nothing beyond the reference distribution); called by fit."""
 
-    def fit(self, training: list[Tables]) -> None:
+    def fit(self, training: list[Tables]) -> Self:
         tg = max(training[0])
         rows = pd.concat([t[tg][(t[tg]["split"] == "train")] for t in training], ignore_index=True)
         benign = rows[rows["label"] == 0].fillna(0.0)
-        self.learn(benign)
-        self.reference = np.sort(self.statistic(benign))
-        self.threshold = validation_threshold(self, training)
+        self._learn(benign)
+        self.reference_ = np.sort(self.statistic(benign))
+        self.threshold_ = validation_threshold(self._score, training)
+        return self
 
     def to_unit(self, statistic: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.reference, statistic, side="right") / max(len(self.reference), 1)
+        return np.searchsorted(self.reference_, statistic, side="right") / max(len(self.reference_), 1)
 
-    def score(self, tables: Tables) -> pd.DataFrame:
+    def _score(self, tables: Tables) -> pd.DataFrame:
         _, table = coarse(tables)
         return pd.DataFrame({"start": table["start"].to_numpy(), "score": self.to_unit(self.statistic(table))})
 
@@ -63,12 +65,12 @@ class CommunicatingServices(_Baseline):
 
     name = "commsvc"
 
-    def learn(self, benign: pd.DataFrame) -> None:
+    def _learn(self, benign: pd.DataFrame) -> None:
         w = weight_columns(benign)
-        self.known = {c for c in w if (benign[c] > 0).any()}
+        self.known_ = {c for c in w if (benign[c] > 0).any()}
 
     def statistic(self, table: pd.DataFrame) -> np.ndarray:
-        new = [c for c in weight_columns(table) if c not in self.known]
+        new = [c for c in weight_columns(table) if c not in self.known_]
         return (table[new].fillna(0.0) > 0).sum(axis=1).to_numpy(dtype=float) if new else np.zeros(len(table))
 
     def to_unit(self, statistic: np.ndarray) -> np.ndarray:
@@ -83,15 +85,15 @@ class IdeKashima(_Baseline):
     name = "ide"
 
     def __init__(self, seed: int = 0, window: int = 10):
-        super().__init__(seed)
+        self.seed = seed
         self.window = window
 
-    def learn(self, benign: pd.DataFrame) -> None:
-        self.nodes = sorted({n for pair in _pairs(weight_columns(benign)) for n in pair})
+    def _learn(self, benign: pd.DataFrame) -> None:
+        self.nodes_ = sorted({n for pair in _pairs(weight_columns(benign)) for n in pair})
 
     def _vectors(self, table: pd.DataFrame) -> np.ndarray:
-        index = {n: k for k, n in enumerate(self.nodes)}
-        n = len(self.nodes)
+        index = {n: k for k, n in enumerate(self.nodes_)}
+        n = len(self.nodes_)
         a = np.zeros((len(table), n, n))
         for column, (s, d) in zip(weight_columns(table), _pairs(weight_columns(table)), strict=True):
             if s in index and d in index:
@@ -138,18 +140,18 @@ class OddBall(_Baseline):
         edges = neighbours + inside  # E_i: the spokes plus the edges among the neighbours
         return neighbours, edges
 
-    def learn(self, benign: pd.DataFrame) -> None:
+    def _learn(self, benign: pd.DataFrame) -> None:
         n, e = self._egonets(benign)
         keep = (n > 0) & (e > 0)
         if keep.sum() >= 2:
-            self.alpha, log_c = np.polyfit(np.log(n[keep]), np.log(e[keep]), 1)
-            self.c = float(np.exp(log_c))
+            self.alpha_, log_c = np.polyfit(np.log(n[keep]), np.log(e[keep]), 1)
+            self.c_ = float(np.exp(log_c))
         else:
-            self.alpha, self.c = 1.0, 1.0
+            self.alpha_, self.c_ = 1.0, 1.0
 
     def statistic(self, table: pd.DataFrame) -> np.ndarray:
         n, e = self._egonets(table)
-        expected = self.c * np.power(n, self.alpha, where=n > 0, out=np.zeros_like(n))
+        expected = self.c_ * np.power(n, self.alpha_, where=n > 0, out=np.zeros_like(n))
         ratio = np.maximum(e, expected) / np.maximum(np.minimum(e, expected), 1e-12)
         out = np.where(n > 0, ratio * np.log(np.abs(e - expected) + 1), 0.0)
         return out.max(axis=1) if out.shape[1] else np.zeros(len(table))

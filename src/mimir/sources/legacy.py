@@ -20,15 +20,11 @@ import pandas as pd
 
 from mimir import __version__
 from mimir.capture.formats import ByteStream, FileReport, RecordBlock, read_records
-from mimir.errors import MimirError
+from mimir.errors import LegacyError
 from mimir.io import atomic_dir
 
 # the prototype's minikube: docker's bridge for pods, the default service range
 LEGACY_CLUSTER_NETWORKS = ["172.17.0.0/16", "10.96.0.0/12"]
-
-
-class LegacyError(MimirError):
-    exit_code = 3
 
 
 class _NoGlobals(pickle.Unpickler):

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from mimir.errors import ClusterError, IOFailure
+from mimir.errors import ClusterError, IOFailure, UsageError
 
 FILE_PATTERN = "capture-%Y%m%dT%H%M%SZ.pcap"  # UTC, so the names sort in time order
 FILE_GLOB = "capture-*.pcap"
@@ -56,46 +56,49 @@ class CaptureStats:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TcpdumpOptions:
+    """What tcpdump is told: the interface, rotation, bytes per frame, kernel buffer, network namespace, filter."""
+
+    interface: str = "any"
+    rotate_seconds: int = 600
+    snaplen: int = 262144
+    buffer_kib: int = 32768
+    netns: Path | None = None
+    bpf: str | None = None
+    tcpdump: str = "tcpdump"
+
+
 class NodeCapture:
     """A tcpdump writing rotated pcap files into `folder` from `start()` until `stop()` (or the end of a with block)."""
 
-    def __init__(
-        self,
-        folder: Path,
-        interface: str = "any",
-        rotate_seconds: int = 600,
-        snaplen: int = 262144,
-        buffer_kib: int = 32768,
-        netns: Path | None = None,
-        bpf: str | None = None,
-        tcpdump: str = "tcpdump",
-    ) -> None:
-        if rotate_seconds < 1:
-            raise ClusterError(f"capture rotation must be at least 1 s, not {rotate_seconds}")
+    def __init__(self, folder: Path, options: TcpdumpOptions = TcpdumpOptions()) -> None:
+        if options.rotate_seconds < 1:
+            raise ClusterError(f"capture rotation must be at least 1 s, not {options.rotate_seconds}")
         self.folder = Path(folder)
-        self.interface = interface
-        self.snaplen = snaplen
+        self.interface = options.interface
+        self.snaplen = options.snaplen
         self.command = [
-            tcpdump,
+            options.tcpdump,
             "-i",
-            interface,
+            options.interface,
             "-n",
             "-s",
-            str(snaplen),
+            str(options.snaplen),
             "-B",
-            str(buffer_kib),
+            str(options.buffer_kib),
             "--time-stamp-precision=nano",
             "-G",
-            str(rotate_seconds),
+            str(options.rotate_seconds),
             "-Z",
             "root",  # without it, -G rotation into a root-owned folder leaves one empty file
             "-w",
             str(self.folder / FILE_PATTERN),
         ]
-        if bpf:
-            self.command.append(bpf)
-        if netns is not None:
-            self.command = ["nsenter", f"--net={netns}", *self.command]
+        if options.bpf:
+            self.command.append(options.bpf)
+        if options.netns is not None:
+            self.command = ["nsenter", f"--net={options.netns}", *self.command]
         self.stats: CaptureStats | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -212,3 +215,44 @@ def _parse_counts(lines: list[str]) -> dict[str, int | None]:
             if match := pattern.match(line.strip()):
                 counts[key] = int(match.group(1))
     return counts
+
+
+def namespace_file(spec: str) -> Path | None:
+    """`host` → capture where mimir runs; a path → that namespace file; `container:NAME` → a Docker container's.
+
+    With minikube's docker driver the node is the container `minikube`: capturing in its namespace from the host sees
+    every pod's veth and the bridge, as the prototype's capture inside the VM did.
+    """
+    if spec == "host":
+        return None
+    if spec.startswith("container:"):
+        name = spec.split(":", 1)[1]
+        try:
+            out = subprocess.run(
+                ["docker", "inspect", "--format", "{{.State.Pid}}", name],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout.strip()
+        except FileNotFoundError:
+            raise UsageError(f"--capture-netns {spec}: no docker command to find the container") from None
+        except subprocess.CalledProcessError as e:
+            raise UsageError(f"--capture-netns {spec}: docker inspect failed: {e.stderr.strip()}") from None
+        if not out.isdigit() or out == "0":
+            raise UsageError(f"--capture-netns {spec}: container {name!r} is not running")
+        return Path(f"/proc/{out}/ns/net")
+    path = Path(spec)
+    if not path.exists():
+        raise UsageError(f"--capture-netns {spec}: no such network namespace file")
+    return path
+
+
+def link_type(path: Path) -> int | None:
+    """The link type in a classic pcap header (tcpdump writes classic pcap)."""
+    with path.open("rb") as handle:
+        header = handle.read(24)
+    if len(header) < 24:
+        return None
+    order = "little" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
+    return int.from_bytes(header[20:24], order) & 0x0FFFFFFF

@@ -33,13 +33,13 @@ from mimir import __version__
 from mimir.apps import CONFIG, App
 from mimir.errors import ClusterError, Interrupted, MimirError, UsageError
 from mimir.io import atomic_path
-from mimir.sources.synthetic import daily_curve
+from mimir.loadmodel import daily_curve
+from mimir.sources.cluster import capture, facts, kube, load, manifests, objects, populate, watcher, workloads
 
 DEFAULT_SERVICE_NETWORK = "10.96.0.0/12"  # kubeadm's and minikube's default service CIDR
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
 POPULATE_PHASE = "mimir.io/phase"
 RBAC_MANIFEST = CONFIG / "k8s" / "rbac" / "watcher.yaml"
-WATCHER_ACCOUNT = ("mimir", "mimir-watcher")
 LOCUSTFILES = Path(__file__).with_name("locustfiles")
 
 
@@ -113,37 +113,6 @@ def _stop_on_signals(switch: _StopSwitch) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def capture_netns(spec: str) -> Path | None:
-    """`host` → capture where mimir runs; a path → that namespace file; `container:NAME` → a Docker container's.
-
-    With minikube's docker driver the node is the container `minikube`: capturing in its namespace from the host sees
-    every pod's veth and the bridge, as the prototype's capture inside the VM did.
-    """
-    if spec == "host":
-        return None
-    if spec.startswith("container:"):
-        name = spec.split(":", 1)[1]
-        try:
-            out = subprocess.run(
-                ["docker", "inspect", "--format", "{{.State.Pid}}", name],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=30,
-            ).stdout.strip()
-        except FileNotFoundError:
-            raise UsageError(f"--capture-netns {spec}: no docker command to find the container") from None
-        except subprocess.CalledProcessError as e:
-            raise UsageError(f"--capture-netns {spec}: docker inspect failed: {e.stderr.strip()}") from None
-        if not out.isdigit() or out == "0":
-            raise UsageError(f"--capture-netns {spec}: container {name!r} is not running")
-        return Path(f"/proc/{out}/ns/net")
-    path = Path(spec)
-    if not path.exists():
-        raise UsageError(f"--capture-netns {spec}: no such network namespace file")
-    return path
 
 
 def source_address(url: str) -> str:
@@ -255,45 +224,29 @@ def _prepare_output(out: Path) -> None:
         raise UsageError(f"{out}: cannot create the output folder: {e.strerror}") from None
 
 
-def _link_type(path: Path) -> int | None:
-    """The link type in a classic pcap header (tcpdump writes classic pcap)."""
-    with path.open("rb") as handle:
-        header = handle.read(24)
-    if len(header) < 24:
-        return None
-    order = "little" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
-    return int.from_bytes(header[20:24], order) & 0x0FFFFFFF
+@dataclass
+class _Collection:
+    """One collection under way: what it started, so that whatever happens it can be stopped and torn down."""
+
+    cfg: CollectConfig
+    api: Any
+    record: RunRecord
+    progress: Callable[[str], None] | None
+    switch: _StopSwitch = field(default_factory=_StopSwitch)
+    refs: list[objects.ObjectRef] = field(default_factory=list)
+    watch: watcher.EntityWatcher | None = None
+    capture: capture.NodeCapture | None = None
+
+    @property
+    def clock(self) -> dict[str, float]:
+        return self.record.info["clock"]
+
+    def log(self, text: str) -> None:
+        _log(self.progress, text)
 
 
-def _watch_client(api: Any, cfg: CollectConfig) -> Any:
-    """An API client holding only the watcher ServiceAccount's token (list and watch), when the cluster issues one."""
-    if not cfg.least_privilege_watch:
-        return api
-    from kubernetes import client
-
-    namespace, name = WATCHER_ACCOUNT
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=int(cfg.duration) + 7200)
-    )
-    try:
-        token = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request).status.token
-    except client.ApiException as e:
-        raise ClusterError(
-            f"cannot get a token for the ServiceAccount {namespace}/{name} ({e.status} {e.reason}); "
-            "pass --no-least-privilege-watch to watch with your own credentials"
-        ) from None
-    settings = client.Configuration()
-    source = api.configuration
-    settings.host, settings.verify_ssl, settings.ssl_ca_cert = source.host, source.verify_ssl, source.ssl_ca_cert
-    settings.api_key = {"authorization": token}
-    settings.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(settings)
-
-
-def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Collect one run into cfg.out; return run.json. Raises ClusterError or Interrupted after cleaning up."""
-    from mimir.sources.cluster import capture, kube, load, watcher
-
+def _check_inputs(cfg: CollectConfig) -> None:
+    """What can be checked before touching the cluster or the disk: the app's files and the service network."""
     if not cfg.manifest_folder.is_dir():
         raise UsageError(f"{cfg.manifest_folder}: no manifests for application {cfg.app.name!r}")
     if not cfg.locust_path.is_file():
@@ -302,130 +255,144 @@ def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -
         ipaddress.ip_network(cfg.service_network)
     except ValueError as e:
         raise UsageError(f"--service-network {cfg.service_network}: {e}") from None
-    netns = capture_netns(cfg.capture_netns)
-    objects = kube.load_manifests(cfg.manifest_folder)
+
+
+def _run_info(cfg: CollectConfig) -> dict[str, Any]:
+    """run.json as a collection starts: what was asked for, marked as still collecting."""
+    return {
+        "app": cfg.app.name,
+        "source": "cluster",
+        "status": "collecting",
+        "start": None,
+        "end": None,
+        "load": {
+            "users": cfg.users,
+            "curve": "normal",
+            "phases": daily_curve(cfg.users).tolist(),
+            "spawn_rate": cfg.spawn_rate,
+        },
+        "mix": cfg.mix,
+        "sensitive": list(cfg.app.sensitive),
+        "exfiltration": [],
+        "seed": cfg.seed,
+        "namespace": cfg.app.namespace,
+        "tools": tool_versions(),
+        "clock": {"collect_started": time.time()},
+    }
+
+
+def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Collect one run into cfg.out; return run.json. Raises ClusterError or Interrupted after cleaning up."""
+    _check_inputs(cfg)
+    netns = capture.namespace_file(cfg.capture_netns)
+    app_manifests = manifests.load_manifests(cfg.manifest_folder)
     if cfg.out.exists() and any(cfg.out.iterdir()):
         raise UsageError(f"{cfg.out}: the output folder exists and is not empty; choose another or remove it")
     api = kube.connect(cfg.kubeconfig, cfg.context, cfg.server)  # before any file: a wrong cluster leaves nothing
     _prepare_output(cfg.out)
-    phases = daily_curve(cfg.users).tolist()
-    record = RunRecord(
-        cfg.out,
-        {
-            "app": cfg.app.name,
-            "source": "cluster",
-            "status": "collecting",
-            "start": None,
-            "end": None,
-            "load": {"users": cfg.users, "curve": "normal", "phases": phases, "spawn_rate": cfg.spawn_rate},
-            "mix": cfg.mix,
-            "sensitive": list(cfg.app.sensitive),
-            "exfiltration": [],
-            "seed": cfg.seed,
-            "namespace": cfg.app.namespace,
-            "tools": tool_versions(),
-            "clock": {"collect_started": time.time()},
-        },
-    )
-    switch = _StopSwitch()
-    stop = switch.event
-    refs: list[Any] = []
-    watch = cap = None
-    clock = record.info["clock"]
+    run = _Collection(cfg, api, RunRecord(cfg.out, _run_info(cfg)), progress)
     try:
-        with _stop_on_signals(switch):
-            app_objects, populate_objects = split_populate(objects)
-            extra_secrets, params = app_secrets(cfg.app)
-            rbac = kube.load_manifests(RBAC_MANIFEST.parent) if cfg.least_privilege_watch else []
-            _log(progress, f"deploying {cfg.app.name}: {len(app_objects)} objects from {cfg.manifest_folder}")
-            refs += kube.deploy(api, rbac + extra_secrets + app_objects, cfg.app.namespace)
-            replicas = {name: s.replicas for name, s in cfg.app.services.items()}
-            kube.scale(api, cfg.app.namespace, replicas)
-            targets = {
-                name: (s.autoscale.min, s.autoscale.max, cfg.cpu_percent)
-                for name, s in cfg.app.services.items()
-                if s.autoscale
-            }
-            refs += kube.autoscale(api, cfg.app.namespace, targets)
-            workloads = [d["metadata"]["name"] for d in app_objects if d["kind"] in ("Deployment", "StatefulSet")]
-            kube.wait_ready(api, cfg.app.namespace, workloads, cfg.ready_timeout, progress)
-            clock["ready"] = time.time()
-            target = cfg.target or kube.entry_url(api, cfg.app.namespace, cfg.app.entry)
-            probe_entry(target, cfg.ready_timeout, stop)
-            if cfg.populate:
-                params.update(_populate(api, cfg, target, populate_objects, refs, progress))
-                clock["populated"] = time.time()
-            facts = kube.cluster_facts(api, [cfg.app.namespace])
-            record.update(cluster=facts, addresses=_addresses(cfg, facts, target), target=target)
-
-            watch = watcher.EntityWatcher(_watch_client(api, cfg), None, cfg.out / "entities.jsonl")
-            clock["entities_listed"] = watch.start()
-            cap = capture.NodeCapture(
-                cfg.out / "capture",
-                interface=cfg.interface,
-                rotate_seconds=cfg.rotate,
-                snaplen=cfg.snaplen,
-                buffer_kib=cfg.buffer_kib,
-                netns=netns,
-            )
-            clock["capture_started"] = cap.start()
-            plan = load.LoadPlan(
-                users=cfg.users,
-                duration=cfg.duration,
-                spawn_rate=cfg.spawn_rate,
-                mix=cfg.mix,
-                seed=cfg.seed,
-                think_min=cfg.app.think_time[0],
-                think_max=cfg.app.think_time[1],
-                params=params,
-                events=str(cfg.out / "load" / "phases.jsonl"),
-            )
-            record.update(status="loading")
-            _log(progress, f"load: {cfg.users} users at peak for {cfg.duration:.0f} s against {target}")
-            switch.unwind = False
-            result = load.run_locust(cfg.locust_path, target, plan, cfg.out / "load", stop=stop, progress=progress)
-            switch.unwind = True
-            record.update(start=result.start, end=result.end, load={**record.info["load"], **result.to_json()})
-            if stop.is_set():
-                raise _Stopped("a signal stopped the load")
+        with _stop_on_signals(run.switch):
+            target, params = _deploy(run, app_manifests)
+            _start_recording(run, netns)
+            _load(run, target, params)
     except _Stopped as e:
-        _finish(record, cap, watch, api, refs, cfg, progress, f"interrupted ({e})")
+        _finish(run, f"interrupted ({e})")
         raise Interrupted(f"{cfg.out}: collection interrupted ({e}); the run is marked incomplete") from None
     except MimirError as e:
-        _finish(record, cap, watch, api, refs, cfg, progress, str(e))
+        _finish(run, str(e))
         raise ClusterError(f"{cfg.out}: {e}; the run is marked incomplete") from None
     except BaseException as e:
-        _finish(record, cap, watch, api, refs, cfg, progress, f"{type(e).__name__}: {e}")
+        _finish(run, f"{type(e).__name__}: {e}")
         raise
-    _finish(record, cap, watch, api, refs, cfg, progress, None)
-    return record.info
+    _finish(run, None)
+    return run.record.info
 
 
-def _populate(
-    api: Any,
-    cfg: CollectConfig,
-    target: str,
-    populate_objects: list[dict[str, Any]],
-    refs: list[Any],
-    progress: Callable[[str], None] | None,
-) -> dict[str, str]:
+def _deploy(run: _Collection, app_manifests: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
+    """Deploy, scale and wait for the application, probe and populate it, and record the cluster's facts.
+
+    Returns the entry point the load targets and the load's parameters (from secrets and population).
+    """
+    cfg, api = run.cfg, run.api
+    app_objects, populate_objects = split_populate(app_manifests)
+    extra_secrets, params = app_secrets(cfg.app)
+    rbac = manifests.load_manifests(RBAC_MANIFEST.parent) if cfg.least_privilege_watch else []
+    run.log(f"deploying {cfg.app.name}: {len(app_objects)} objects from {cfg.manifest_folder}")
+    run.refs += objects.deploy(api, rbac + extra_secrets + app_objects, cfg.app.namespace)
+    workloads.scale(api, cfg.app.namespace, {name: s.replicas for name, s in cfg.app.services.items()})
+    targets = {
+        name: (s.autoscale.min, s.autoscale.max, cfg.cpu_percent) for name, s in cfg.app.services.items() if s.autoscale
+    }
+    run.refs += workloads.autoscale(api, cfg.app.namespace, targets)
+    names = [d["metadata"]["name"] for d in app_objects if d["kind"] in ("Deployment", "StatefulSet")]
+    workloads.wait_ready(api, cfg.app.namespace, names, cfg.ready_timeout, run.progress)
+    run.clock["ready"] = time.time()
+    target = cfg.target or facts.entry_url(api, cfg.app.namespace, cfg.app.entry)
+    probe_entry(target, cfg.ready_timeout, run.switch.event)
+    if cfg.populate:
+        params.update(_populate(run, target, populate_objects))
+        run.clock["populated"] = time.time()
+    cluster = facts.cluster_facts(api, [cfg.app.namespace])
+    run.record.update(cluster=cluster, addresses=_addresses(cfg, cluster, target), target=target)
+    return target, params
+
+
+def _start_recording(run: _Collection, netns: Path | None) -> None:
+    """Start the entity watch (its full listing first), then the node capture, each stamping the clock."""
+    cfg = run.cfg
+    api = watcher.least_privilege_client(run.api, cfg.duration + 7200) if cfg.least_privilege_watch else run.api
+    run.watch = watcher.EntityWatcher(api, None, cfg.out / "entities.jsonl")
+    run.clock["entities_listed"] = run.watch.start()
+    options = capture.TcpdumpOptions(
+        interface=cfg.interface, rotate_seconds=cfg.rotate, snaplen=cfg.snaplen, buffer_kib=cfg.buffer_kib, netns=netns
+    )
+    run.capture = capture.NodeCapture(cfg.out / "capture", options)
+    run.clock["capture_started"] = run.capture.start()
+
+
+def _load(run: _Collection, target: str, params: dict[str, str]) -> None:
+    """The one Locust process. A signal meanwhile only sets the stop event: Locust stops and writes its statistics."""
+    cfg, record = run.cfg, run.record
+    plan = load.LoadPlan(
+        users=cfg.users,
+        duration=cfg.duration,
+        spawn_rate=cfg.spawn_rate,
+        mix=cfg.mix,
+        seed=cfg.seed,
+        think_min=cfg.app.think_time[0],
+        think_max=cfg.app.think_time[1],
+        params=params,
+        events=str(cfg.out / "load" / "phases.jsonl"),
+    )
+    record.update(status="loading")
+    run.log(f"load: {cfg.users} users at peak for {cfg.duration:.0f} s against {target}")
+    stop = run.switch.event
+    run.switch.unwind = False
+    result = load.run_locust(cfg.locust_path, target, plan, cfg.out / "load", stop=stop, progress=run.progress)
+    run.switch.unwind = True
+    record.update(start=result.start, end=result.end, load={**record.info["load"], **result.to_json()})
+    if stop.is_set():
+        raise _Stopped("a signal stopped the load")
+
+
+def _populate(run: _Collection, target: str, populate_objects: list[dict[str, Any]]) -> dict[str, str]:
     """Fill the application with data before t0 (the prototype ignored its own customer count)."""
-    from mimir.sources.cluster import kube, populate
-
+    cfg = run.cfg
     if cfg.app.name == "sockshop":
-        _log(progress, f"populating sockshop: {cfg.customers} customers")
-        populate.populate_sockshop(target, cfg.customers, cfg.seed, progress=progress)
+        run.log(f"populating sockshop: {cfg.customers} customers")
+        populate.populate_sockshop(target, cfg.customers, cfg.seed, progress=run.progress)
         return {"customers": str(cfg.customers), "customer_seed": str(cfg.seed)}
     if populate_objects:
         names = [d["metadata"]["name"] for d in populate_objects]
-        _log(progress, f"populating {cfg.app.name}: {', '.join(names)}")
-        refs += kube.deploy(api, populate_objects, cfg.app.namespace)
-        kube.wait_ready(api, cfg.app.namespace, names, cfg.ready_timeout, progress)
+        run.log(f"populating {cfg.app.name}: {', '.join(names)}")
+        run.refs += objects.deploy(run.api, populate_objects, cfg.app.namespace)
+        workloads.wait_ready(run.api, cfg.app.namespace, names, cfg.ready_timeout, run.progress)
     return {}
 
 
-def _addresses(cfg: CollectConfig, facts: dict[str, Any], target: str) -> dict[str, Any]:
-    nodes = facts.get("nodes") or []
+def _addresses(cfg: CollectConfig, cluster: dict[str, Any], target: str) -> dict[str, Any]:
+    nodes = cluster.get("nodes") or []
     node_ips = [n.get("internal_ip") for n in nodes if n.get("internal_ip")]
     pod_cidrs = [c for n in nodes for c in (n.get("pod_cidrs") or [])]
     return {
@@ -435,58 +402,65 @@ def _addresses(cfg: CollectConfig, facts: dict[str, Any], target: str) -> dict[s
         "pod_network": pod_cidrs[0] if pod_cidrs else DEFAULT_POD_NETWORK,
         "cluster_networks": pod_cidrs[1:],
         "service_network": cfg.service_network,
-        "kube_dns": facts.get("kube_dns"),
+        "kube_dns": cluster.get("kube_dns"),
     }
 
 
-def _finish(
-    record: RunRecord,
-    cap: Any,
-    watch: Any,
-    api: Any,
-    refs: list[Any],
-    cfg: CollectConfig,
-    progress: Callable[[str], None] | None,
-    failure: str | None,
-) -> None:
-    """Stop what runs, in the reverse order of starting, tear the application down, and say how the run ended."""
-    from mimir.sources.cluster import kube
+def _stop_capture(run: _Collection) -> list[str]:
+    """Stop tcpdump (stop() never raises once start() ran) and record its files; return its problems."""
+    if run.capture is None:
+        return []
+    stats = run.capture.stop()
+    files = list(stats.files)
+    run.record.info["capture"] = {
+        **stats.to_json(),
+        "files": [f"capture/{name}" for name in files],
+        "packets": stats.packets_captured,
+        "dropped": stats.packets_dropped_kernel,
+        "link_type": capture.link_type(run.cfg.out / "capture" / files[0]) if files else None,
+    }
+    run.clock["capture_stopped"] = stats.end
+    problems = [f"capture: {problem}" for problem in stats.problems]
+    if not stats.complete and not stats.problems:
+        problems.append("capture: tcpdump did not stop cleanly; the last file may be cut short")
+    return problems
 
+
+def _stop_watch(run: _Collection) -> list[str]:
+    if run.watch is None:
+        return []
+    try:
+        run.record.info["entities"] = run.watch.stop()
+        run.clock["entities_stopped"] = time.time()
+    except MimirError as e:
+        return [f"entity watch: {e}"]
+    return []
+
+
+def _tear_down(run: _Collection) -> list[str]:
+    if not run.refs or run.cfg.keep:
+        return []
+    run.log(f"tearing down {len(run.refs)} objects")
+    try:
+        left = objects.teardown(run.api, run.refs, timeout=300)
+    except MimirError as e:
+        return [f"teardown: {e}"]
+    run.record.info["teardown"] = {"deleted": len(run.refs) - len(left), "left": [str(r) for r in left]}
+    return []
+
+
+def _finish(run: _Collection, failure: str | None) -> None:
+    """Stop what runs, in the reverse order of starting, tear the application down, and say how the run ended."""
     problems = [failure] if failure else []
-    clock = record.info["clock"]
-    if cap is not None:  # stop() never raises once start() ran; what went wrong is in its problems
-        stats = cap.stop()
-        files = list(stats.files)
-        record.info["capture"] = {
-            **stats.to_json(),
-            "files": [f"capture/{name}" for name in files],
-            "packets": stats.packets_captured,
-            "dropped": stats.packets_dropped_kernel,
-            "link_type": _link_type(cfg.out / "capture" / files[0]) if files else None,
-        }
-        clock["capture_stopped"] = stats.end
-        problems += [f"capture: {problem}" for problem in stats.problems]
-        if not stats.complete and not stats.problems:
-            problems.append("capture: tcpdump did not stop cleanly; the last file may be cut short")
-    if watch is not None:
-        try:
-            record.info["entities"] = watch.stop()
-            clock["entities_stopped"] = time.time()
-        except MimirError as e:
-            problems.append(f"entity watch: {e}")
-    if refs and not cfg.keep:
-        _log(progress, f"tearing down {len(refs)} objects")
-        try:
-            left = kube.teardown(api, refs, timeout=300)
-            record.info["teardown"] = {"deleted": len(refs) - len(left), "left": [str(r) for r in left]}
-        except MimirError as e:
-            problems.append(f"teardown: {e}")
-    clock["collect_stopped"] = time.time()
+    problems += _stop_capture(run)
+    problems += _stop_watch(run)
+    problems += _tear_down(run)
+    run.clock["collect_stopped"] = time.time()
     if problems:
-        record.update(status="incomplete", problems=problems)
+        run.record.update(status="incomplete", problems=problems)
     else:
-        record.update(status="complete")
-    _log(progress, f"{cfg.out}: {record.info['status']}")
+        run.record.update(status="complete")
+    run.log(f"{run.cfg.out}: {run.record.info['status']}")
 
 
 def progress_printer(stream: Any = sys.stderr) -> Callable[[str], None]:

@@ -32,6 +32,7 @@ RESOURCES = {
 }
 APP_LABELS = ("app.kubernetes.io/name", "app", "name", "k8s-app")
 EVENTS = {"ADDED": "added", "MODIFIED": "modified", "DELETED": "deleted"}
+WATCHER_ACCOUNT = ("mimir", "mimir-watcher")  # config/k8s/rbac/watcher.yaml: may list and watch, nothing else
 
 
 def _owner(meta: dict[str, Any]) -> str:
@@ -236,3 +237,24 @@ class EntityWatcher:
         if stuck:
             raise ClusterError(f"watches did not stop within {timeout:g} s: {', '.join(stuck)}")
         return self.stats
+
+
+def least_privilege_client(api: client.ApiClient, seconds: float) -> client.ApiClient:
+    """A client holding only the watcher ServiceAccount's token, valid for `seconds`, when the cluster issues one."""
+    namespace, name = WATCHER_ACCOUNT
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=int(seconds))
+    )
+    try:
+        token = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request).status.token
+    except client.ApiException as e:
+        raise ClusterError(
+            f"cannot get a token for the ServiceAccount {namespace}/{name} ({e.status} {e.reason}); "
+            "pass --no-least-privilege-watch to watch with your own credentials"
+        ) from None
+    settings = client.Configuration()
+    source = api.configuration
+    settings.host, settings.verify_ssl, settings.ssl_ca_cert = source.host, source.verify_ssl, source.ssl_ca_cert
+    settings.api_key = {"authorization": token}
+    settings.api_key_prefix = {"authorization": "Bearer"}
+    return client.ApiClient(settings)
