@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A user's `--configfile` replaces the default experiment instead of being merged into it; without one, the
+# working directory's config/config.yaml is the experiment (the repository's own, or a `--directory WORKDIR`'s).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"

@@ -12,6 +12,6 @@ rule ingest:
     conda:
         "../envs/mimir.yaml"
     params:
-        bin=config["ingest"]["bin"],
+        bin=BIN,
     script:
         "../scripts/ingest.py"

@@ -1,10 +1,15 @@
-"""Config validation, wildcard constraints and input functions shared by every rule."""
+"""Config validation, wildcard constraints and input functions shared by every rule.
+
+Values reach the rules' code as declared params, never parsed back out of a file name: a rate's configured value,
+the granularities, the flows' bin, and which method, training and run each score file belongs to.
+"""
 
 import re
 from pathlib import Path
 
-from mimir.dataset import rate_name
-from mimir.workflow import ConfigError, validate_config
+from mimir.errors import MimirError
+from mimir.spec import rate_name, split_method
+from mimir.workflow import validate_config
 
 try:
     validate_config(
@@ -12,18 +17,23 @@ try:
         Path(workflow.basedir) / "config" / "schemas" / "config.schema.yaml",
         source=", ".join(map(str, workflow.configfiles)) or "config",
     )
-except ConfigError as error:
+except MimirError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
 
 RUNS = config["runs"]
 SYNTHETIC = [name for name, run in RUNS.items() if run["source"] == "synthetic"]
 IMPORTED = [name for name, run in RUNS.items() if run["source"] == "import"]
 COLLECTED = [name for name, run in RUNS.items() if run["source"] == "cluster"]
-RATES = [rate_name(rate) for rate in config["features"]["rates"]]
+RATES = {
+    rate_name(rate): rate for rate in config["features"]["rates"]
+}  # file name → configured value
 GRANULARITIES = config["features"]["granularities"]
+BIN = config["ingest"]["bin"]
 TRAINING = [name for name, run in RUNS.items() if run["role"] == "train"]
 METHODS = config["models"]["methods"]
 FIGURES = ["f1_vs_rate", "f1_vs_load", "f1_vs_mix", "f1_vs_granularity"]
+# every feature table of a run, in this order: its inputs and the (granularity, rate) of each, zipped by the scripts
+TABLE_LAYOUT = [(tg, rate) for tg in GRANULARITIES for rate in RATES.values()]
 
 
 def one_of(names):
@@ -35,18 +45,19 @@ wildcard_constraints:
     run=one_of(RUNS),
     training=one_of(TRAINING),
     method=one_of(METHODS),
-    rate=r"[0-9]+(\.[0-9]+)?(e-?[0-9]+)?",
-    tg=r"[0-9]+",
+    rate=one_of(RATES),
+
+
+def feature_tables(run):
+    return [
+        f"results/{run}/features/{tg}s/{rate_name(rate)}.parquet"
+        for tg, rate in TABLE_LAYOUT
+    ]
 
 
 def all_outputs():
     return [
-        *expand(
-            "results/{run}/features/{tg}s/{rate}.parquet",
-            run=RUNS,
-            tg=GRANULARITIES,
-            rate=RATES,
-        ),
+        *(table for run in RUNS for table in feature_tables(run)),
         "results/tables/metrics.csv",
         *expand("results/figures/{figure}.png", figure=FIGURES),
         "results/figures/roc.png",
@@ -58,30 +69,45 @@ def evaluated_by(training):
     return [training] + [n for n, r in RUNS.items() if r.get("training") == training]
 
 
+EVALUATIONS = [
+    {"method": method, "training": training, "run": run}
+    for method in METHODS
+    for training in TRAINING
+    for run in evaluated_by(training)
+]
+
+
 def all_scores():
     return [
-        f"results/eval/{method}/{training}/{run}.parquet"
-        for method in METHODS
-        for training in TRAINING
-        for run in evaluated_by(training)
+        "results/eval/{method}/{training}/{run}.parquet".format(**e)
+        for e in EVALUATIONS
+    ]
+
+
+def all_cards():
+    return [
+        "results/models/{method}/{training}/model.json".format(**e) for e in EVALUATIONS
     ]
 
 
 def training_tables(wildcards):
-    return expand(
-        "results/{run}/features/{tg}s/{rate}.parquet",
-        run=wildcards.training,
-        tg=GRANULARITIES,
-        rate=RATES,
-    )
+    return feature_tables(wildcards.training)
+
+
+def run_tables(wildcards):
+    return feature_tables(wildcards.run)
 
 
 def method_params(wildcards):
-    return config["models"]["params"].get(wildcards.method.split("@")[0], {})
+    return config["models"]["params"].get(split_method(wildcards.method)[0], {})
 
 
 def run_settings(wildcards):
     return RUNS[wildcards.run]
+
+
+def rate_value(wildcards):
+    return RATES[wildcards.rate]
 
 
 def benign_edges(wildcards):

@@ -13,6 +13,7 @@ rule edges:
     conda:
         "../envs/mimir.yaml"
     params:
+        bin=BIN,
         keep_infra=config["edges"]["keep_infra"],
     script:
         "../scripts/edges.py"

@@ -16,8 +16,11 @@ rule features:
     conda:
         "../envs/mimir.yaml"
     params:
+        root=lambda wildcards: f"results/{wildcards.run}",
+        rate=rate_value,
         settings=feature_settings(),
         split=split_of,
+        bin=BIN,
         seed=config["seed"],
     script:
         "../scripts/features.py"

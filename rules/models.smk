@@ -12,6 +12,7 @@ rule model:
     conda:
         "../envs/mimir.yaml"
     params:
+        layout=TABLE_LAYOUT,
         params=method_params,
         seed=config["seed"],
     script:
@@ -22,11 +23,7 @@ rule score:
     input:
         model="results/models/{method}/{training}/model.joblib",
         card="results/models/{method}/{training}/model.json",
-        tables=expand(
-            "results/{{run}}/features/{tg}s/{rate}.parquet",
-            tg=GRANULARITIES,
-            rate=RATES,
-        ),
+        tables=run_tables,
     output:
         "results/eval/{method}/{training}/{run}.parquet",
     log:
@@ -34,7 +31,8 @@ rule score:
     conda:
         "../envs/mimir.yaml"
     params:
-        training_run=lambda w: w.run == w.training,
+        layout=TABLE_LAYOUT,
+        training_run=lambda wildcards: wildcards.run == wildcards.training,
     script:
         "../scripts/score.py"
 
@@ -42,11 +40,7 @@ rule score:
 rule metrics:
     input:
         scores=all_scores(),
-        cards=expand(
-            "results/models/{method}/{training}/model.json",
-            method=METHODS,
-            training=TRAINING,
-        ),
+        cards=all_cards(),
     output:
         metrics=report(
             "results/tables/metrics.csv",
@@ -58,6 +52,8 @@ rule metrics:
         "logs/metrics.log",
     conda:
         "../envs/mimir.yaml"
+    params:
+        evaluations=EVALUATIONS,
     script:
         "../scripts/metrics.py"
 
@@ -98,6 +94,7 @@ rule roc:
     conda:
         "../envs/mimir.yaml"
     params:
+        evaluations=EVALUATIONS,
         runs=RUNS,
         rate=config["figures"]["rate"],
     script:

@@ -1,4 +1,4 @@
-"""Snakemake adapter for rule collect (runs with `source: cluster`)."""
+"""Snakemake adapter for rule collect."""
 
 from pathlib import Path
 
@@ -6,4 +6,11 @@ from mimir.workflow import collect_run, logged
 
 sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
-    collect_run(sm.params.settings, sm.params.defaults, sm.params.cluster, sm.params.seed, Path(sm.output[0]))
+    collect_run(
+        sm.wildcards.run,
+        sm.params.settings,
+        sm.params.defaults,
+        sm.params.cluster,
+        sm.params.seed,
+        Path(sm.output[0]),
+    )

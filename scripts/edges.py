@@ -10,5 +10,6 @@ with logged(sm.log[0]):
         Path(sm.input.flows),
         Path(sm.input.run),
         Path(sm.output.edges),
+        sm.params.bin,
         sm.params.keep_infra,
     )

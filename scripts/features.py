@@ -9,10 +9,11 @@ with logged(sm.log[0]):
     features_run(
         Path(sm.input.edges),
         Path(sm.input.run),
-        Path(sm.output.attacks).parents[1],
-        float(sm.wildcards.rate),
+        {"root": sm.params.root, "attacks": sm.output.attacks, "tables": list(sm.output.tables)},
+        sm.params.rate,
         sm.params.settings,
         sm.params.split,
+        sm.params.bin,
         sm.params.seed,
         Path(sm.input.benign) if sm.input.benign else None,
     )

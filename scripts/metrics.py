@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from mimir.experiment import metrics_tables
+from mimir.experiment import Evaluation, metrics_tables
 from mimir.workflow import logged
 
 sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
-    metrics_tables(list(sm.input.scores), Path(sm.output.metrics), Path(sm.output.paths))
+    evaluations = Evaluation.zip(sm.params.evaluations, sm.input.scores, sm.input.cards)
+    metrics_tables(evaluations, Path(sm.output.metrics), Path(sm.output.paths))

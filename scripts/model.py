@@ -1,21 +1,19 @@
-"""Snakemake adapter for rule model."""
+"""Snakemake adapter for rule model: every feature table of the training run, by (granularity, rate)."""
 
 from pathlib import Path
 
-from mimir.experiment import fit_model, read_tables
+from mimir.experiment import by_rate, fit_model
+from mimir.spec import rate_name
 from mimir.workflow import logged
 
 sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
-    by_rate: dict[str, list[str]] = {}
-    for path in sm.input.tables:
-        by_rate.setdefault(Path(path).stem, []).append(path)
-    training = [read_tables(paths) for _, paths in sorted(by_rate.items())]
+    tables = by_rate(sm.params.layout, list(sm.input.tables))
     fit_model(
         sm.wildcards.method,
         dict(sm.params.params),
         sm.params.seed,
-        training,
+        [tables[rate] for rate in sorted(tables, key=rate_name)],  # rates in file-name order, as ever
         [sm.wildcards.training],
         Path(sm.output.model).parent,
     )

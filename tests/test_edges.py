@@ -11,7 +11,8 @@ import pytest
 from conftest import run_mimir
 
 from mimir.edges import build_edges
-from mimir.entities import EntitiesError, read_events, resolve, timeline
+from mimir.entities import read_events, resolve, timeline
+from mimir.errors import EntitiesError
 
 T0 = 1_800_000_000.0
 
@@ -71,7 +72,7 @@ def test_edges_classes_infra_dns_unknown(tmp_path: Path) -> None:
         "proto": [6] * len(rows), "sport": [1] * len(rows), "dport": [2] * len(rows),
         "packets": [r[3] for r in rows], "bytes": [r[4] for r in rows],
     })  # fmt: skip
-    edges, summary = build_edges(flows, run)
+    edges, summary = build_edges(flows, run, bin_seconds=1)
     got = {(r["src"], r["dst"]): (r["src_kind"], r["dst_kind"], r["dst_service"]) for _, r in edges.iterrows()}
     assert got == {
         ("ingress", "shop/cart"): ("ingress", "vip", "cart"),
@@ -82,7 +83,7 @@ def test_edges_classes_infra_dns_unknown(tmp_path: Path) -> None:
     }
     assert summary["unknown_in_cluster_addresses"] == ["10.244.0.5"] and summary["unknown_in_cluster_packets"] == 1
     assert summary["infra_packets"] == 4 and summary["outside_addresses"] == 1
-    kept, _ = build_edges(flows, run, keep_infra=True)
+    kept, _ = build_edges(flows, run, bin_seconds=1, keep_infra=True)
     assert len(kept) == len(edges) + 2
 
 

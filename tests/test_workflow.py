@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,42 +25,99 @@ SMALL = {
         "small-eval": {"app": "sockshop", "users": 4, "training": "small-train"},
         "small-wp": {"app": "wordpress", "users": 4, "role": "train"},
     },
-    "features": {"rates": [1, 0.1], "granularities": [10, 60]},
+    "features": {"rates": [1, 0.1234567], "granularities": [10, 60]},  # the second is named 0.123457 in files
     "models": {"methods": ["mimir", "mimir@60", "commsvc"], "params": {"mimir": {"c": 1.0}}},
+    "figures": {"rate": 1},
 }
 
 
-def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The workflow of this checkout, run in `workdir` (the documented `--directory WORKDIR` layout)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config or SMALL))
-    cmd = [
-        str(SNAKEMAKE),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
+    cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
-def planned(workdir: Path, config: dict) -> set[tuple[str, str]]:
-    """(rule, run) of every job a dry run would execute ('' for jobs over all runs, like the tables)."""
-    out = snakemake(workdir, "--dry-run", config=config).stdout
+def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config or SMALL))
+    return run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), *args, check=check)
+
+
+def jobs_of(dry_run: str) -> list[tuple[str, str]]:
+    """(rule, run) of every job a dry run lists ('' for jobs over all runs, like the tables)."""
     jobs: list[list[str]] = []
-    for line in out.splitlines():
+    for line in dry_run.splitlines():
         if m := re.match(r"^rule (\w+):", line.strip()):
             jobs.append([m.group(1), ""])
         elif jobs and (m := re.search(r"wildcards: .*\brun=([\w.-]+)", line)):
             jobs[-1][1] = m.group(1)
-    return {(rule, run) for rule, run in jobs if rule != "all"}
+    return [(rule, run) for rule, run in jobs if rule != "all"]
+
+
+def planned(workdir: Path, config: dict) -> set[tuple[str, str]]:
+    """(rule, run) of every job a dry run would execute."""
+    return set(jobs_of(snakemake(workdir, "--dry-run", config=config).stdout))
+
+
+def expected_jobs(config: dict) -> Counter:
+    """Jobs per rule for a fresh synthetic experiment: the chain of every run, models, scores and the tables."""
+    runs, features, methods = config["runs"], config["features"], config["models"]["methods"]
+    training = [n for n, r in runs.items() if r.get("role") == "train"]
+    scored = len(training) + sum(1 for r in runs.values() if r.get("training"))
+    per_run = {"synth": 1, "ingest": 1, "edges": 1, "features": len(features["rates"])}
+    jobs = Counter({rule: n * len(runs) for rule, n in per_run.items()})
+    jobs.update({"model": len(methods) * len(training), "score": len(methods) * scored})
+    jobs.update({"metrics": 1, "figures": 1, "roc": 1})
+    return jobs
+
+
+MINE = {
+    "seed": 5,
+    "runs": {
+        "mine-train": {"app": "wordpress", "users": 5, "role": "train", "duration": 120},
+        "mine-eval": {"app": "wordpress", "users": 9, "training": "mine-train", "duration": 120},
+        "mine-other": {"app": "sockshop", "users": 3, "role": "train", "duration": 120},
+    },
+    "features": {"rates": [1], "granularities": [10]},
+    "models": {"methods": ["mimir", "commsvc"]},
+    "figures": {"rate": 1},
+}
+
+
+def test_a_users_configfile_replaces_the_default_experiment(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")  # as in the repository
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(MINE))
+    done = run_snakemake(tmp_path, "--configfile", str(tmp_path / "mine.yaml"), "--dry-run")
+    jobs = jobs_of(done.stdout)
+    assert {run for _, run in jobs} == {*MINE["runs"], ""}
+    assert Counter(rule for rule, _ in jobs) == expected_jobs(MINE)
+
+
+def test_a_workdirs_own_config_is_the_experiment(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(MINE))
+    jobs = jobs_of(run_snakemake(tmp_path, "--dry-run").stdout)
+    assert Counter(rule for rule, _ in jobs) == expected_jobs(MINE)
+    assert {run for _, run in jobs} == {*MINE["runs"], ""}
+
+
+def test_a_workdir_without_a_config_is_told_where_to_put_one(tmp_path: Path) -> None:
+    done = run_snakemake(tmp_path, "--dry-run", check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and "config/config.yaml" in said and "Traceback" not in said
+
+
+def test_the_default_experiment_plans_its_own_runs(tmp_path: Path) -> None:
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    jobs = jobs_of(run_snakemake(tmp_path, "--dry-run").stdout)
+    assert Counter(rule for rule, _ in jobs) == expected_jobs(default)
 
 
 def tables(workdir: Path) -> dict[str, bytes]:
@@ -76,14 +135,6 @@ def test_lint_and_format() -> None:
     assert fmt.returncode == 0, fmt.stderr
 
 
-def test_envs_follow_the_lock_file() -> None:
-    pins = {line.strip() for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line}
-    env = yaml.safe_load((REPO / "envs" / "mimir.yaml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert {p for p in pip if "==" in p} == pins
-    assert f"python={sys.version_info.major}.{sys.version_info.minor}" in env["dependencies"]
-
-
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -92,6 +143,20 @@ def test_envs_follow_the_lock_file() -> None:
         ({"runs": {"x": {"app": "sockshop", "users": 3, "training": "nope"}}}, "runs.x.training"),
         ({"features": {"split": {"train": 0.5}}}, "features.split"),
         ({"runs": {"x": {"source": "cluster", "app": "sockshop", "users": 3, "exfil": ["a"]}}}, "runs.x.exfil"),
+        (
+            {
+                "runs": {
+                    "x": {
+                        "source": "cluster",
+                        "app": "sockshop",
+                        "users": 3,
+                        "exfil": [{"path": ["user", "outside"], "rate": "1MB/s", "start": 0}],
+                    }
+                }
+            },
+            "runs.x.exfil: physical exfiltration is only generated",
+        ),
+        ({"runs": {"x": {"app": "sockshop", "users": 3, "mix": {"browse": 1, "shop": 1}}}}, "runs.x.mix.shop"),
         ({"runs": {"x": {"app": "sockshop", "users": 3}}, "cluster": {"cpu_percent": 0}}, "cluster.cpu_percent"),
     ],
 )
@@ -127,7 +192,7 @@ def complete(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_everything_is_built_and_logged(complete: Path) -> None:
     for run in SMALL["runs"]:
         for tg in (10, 60):
-            for rate in ("1", "0.1"):
+            for rate in ("1", "0.123457"):
                 assert (complete / "results" / run / "features" / f"{tg}s" / f"{rate}.parquet").is_file()
     logs = {p.relative_to(complete / "logs").parts[0] for p in (complete / "logs").rglob("*.log")}
     assert {"synth", "ingest", "edges", "features", "model", "score", "metrics.log", "figures.log"} <= logs
@@ -193,6 +258,22 @@ def test_an_interrupted_run_resumes_to_the_same_results(complete: Path, tmp_path
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGTERM)  # killed mid-way: some runs done, others half-written
     proc.wait(timeout=120)
-    assert not (tmp_path / "results" / "small-wp" / "features" / "60s" / "0.1.parquet").exists()
+    assert not (tmp_path / "results" / "small-wp" / "features" / "60s" / "0.123457.parquet").exists()
     snakemake(tmp_path)
     assert tables(tmp_path) == tables(complete)
+
+
+def test_a_rate_reaches_the_injection_as_configured_not_as_its_file_name(complete: Path, tmp_path: Path) -> None:
+    """0.1234567 MB/min is named 0.123457 in files; the workflow injects the configured value, as `mimir features`."""
+    run = complete / "data" / "runs" / "small-train"
+    common = ["features", str(complete / "results" / "small-train" / "edges.parquet"), str(run), "--seed", "3"]
+    tables = {}
+    for rate in ("0.1234567", "0.123457"):
+        cli = subprocess.run(
+            [sys.executable, "-m", "mimir.cli", *common, "--rates", rate, "--tg", "10", "-o", str(tmp_path / rate)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        tables[rate] = (tmp_path / rate / "attacks" / "0.123457.parquet").read_bytes()
+    workflow = (complete / "results" / "small-train" / "attacks" / "0.123457.parquet").read_bytes()
+    assert workflow == tables["0.1234567"] != tables["0.123457"]

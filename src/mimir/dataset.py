@@ -8,7 +8,9 @@ injected seconds aggregated to every granularity, the features of every interval
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 
 from mimir.attacks import (
     InjectionConfig,
+    Targets,
     active_pods,
     allowed_graph,
     attack_paths,
@@ -28,12 +31,13 @@ from mimir.attacks import (
     policy_graph,
     run_seed,
 )
-from mimir.capture.ingest import summary_path
+from mimir.capture.ingest import recorded_bin
 from mimir.entities import POD, VIP
 from mimir.errors import IOFailure, UsageError
 from mimir.features import compute_features
 from mimir.graphs import CodedEdges, Graphs, build_graphs
 from mimir.io import atomic_path
+from mimir.spec import FeatureSpec, check_granularities, rate_name
 
 
 def parse_split(text: str) -> dict[str, float]:
@@ -50,8 +54,17 @@ def parse_split(text: str) -> dict[str, float]:
     return split
 
 
-def rate_name(rate: float) -> str:
-    return f"{rate:g}"
+@dataclass(frozen=True)
+class FeatureOutputs:
+    """Where one build writes: `ROOT/attacks/{rate}.parquet` and `ROOT/features/{tg}s/{rate}.parquet`."""
+
+    root: Path
+
+    def attacks(self, rate: float) -> Path:
+        return self.root / "attacks" / f"{rate_name(rate)}.parquet"
+
+    def table(self, tg: int, rate: float) -> Path:
+        return self.root / "features" / f"{tg}s" / f"{rate_name(rate)}.parquet"
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -59,11 +72,6 @@ def _read(path: Path) -> pd.DataFrame:
         return pq.read_table(path).to_pandas()
     except (OSError, pa.ArrowInvalid) as e:
         raise IOFailure(f"{path}: cannot read the table: {e}") from None
-
-
-def _edges_bin(edges_path: Path) -> int:
-    summary = summary_path(edges_path)
-    return int(json.loads(summary.read_text()).get("bin_seconds", 1)) if summary.is_file() else 1
 
 
 def labels(injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int) -> pd.DataFrame:
@@ -110,16 +118,21 @@ def split_column(count: int, split: dict[str, float]) -> np.ndarray:
 def build(
     edges_path: Path,
     run_dir: Path,
-    out: Path,
+    out: FeatureOutputs,
+    spec: FeatureSpec,
     *,
-    granularities: list[int],
-    rates: list[float],
-    split: dict[str, float],
-    cfg: InjectionConfig,
+    seed: int,
+    bin_seconds: int,
     benign_edges_path: Path | None = None,
     jobs: int = 1,
     policy: Path | None = None,
 ) -> dict:
+    """Every rate of `spec` on one run; `bin_seconds` is the flows' bin the edges were built from."""
+    recorded = recorded_bin(edges_path)
+    if bin_seconds != recorded:
+        raise UsageError(f"{edges_path}: the edges were binned per {recorded} s, not per {bin_seconds} s")
+    check_granularities(spec.granularities, bin_seconds, "granularities")
+    cfg = InjectionConfig(spec.attack_seconds, spec.attacked_share, spec.rate_sd, spec.max_path_length, seed)
     edges = _read(edges_path)
     try:
         run = json.loads((run_dir / "run.json").read_text())
@@ -131,21 +144,18 @@ def build(
                 .drop_duplicates().itertuples(index=False, name=None))  # fmt: skip
     allowed = policy_graph(policy) if policy else allowed_graph(benign)
     paths = attack_paths(allowed, sensitive, cfg.max_path_length)
-    bin_seconds = _edges_bin(edges_path)
-    if any(tg % bin_seconds for tg in granularities):
-        raise UsageError(f"--tg: every granularity must be a multiple of the flows' {bin_seconds} s bin")
     summary = {"run": run_dir.name, "paths": [">".join(p) for p in paths], "tables": []}
     coded = CodedEdges.from_edges(edges)
     pods, vips = active_pods(edges)
     _SHARED["job"] = partial(
-        _one_rate, coded, (pods, vips), paths, calls, run, run_dir.name, out, granularities, split, cfg
+        _one_rate, coded, (pods, vips), paths, calls, run, run_dir.name, out, spec.granularities, spec.split, cfg
     )
     try:
-        if jobs > 1 and len(rates) > 1:  # forked workers inherit the tables instead of receiving pickled copies
-            with ProcessPoolExecutor(min(jobs, len(rates)), mp_context=get_context("fork")) as pool:
-                done = list(pool.map(_shared_job, rates))
+        if jobs > 1 and len(spec.rates) > 1:  # forked workers inherit the tables instead of receiving pickled copies
+            with ProcessPoolExecutor(min(jobs, len(spec.rates)), mp_context=get_context("fork")) as pool:
+                done = list(pool.map(_shared_job, spec.rates))
         else:
-            done = [_shared_job(rate) for rate in rates]
+            done = [_shared_job(rate) for rate in spec.rates]
     finally:
         _SHARED.clear()
     summary["tables"] = [t for tables in done for t in tables]
@@ -166,17 +176,18 @@ def _one_rate(
     calls: set[tuple[str, str]],
     run: dict,
     name: str,
-    out: Path,
-    granularities: list[int],
-    split: dict[str, float],
+    out: FeatureOutputs,
+    granularities: Sequence[int],
+    split: Mapping[str, float],
     cfg: InjectionConfig,
     rate: float,
 ) -> list[dict]:
     """Inject one rate, then compute and write its table for every granularity."""
     start, end = int(np.floor(run["start"])), float(run["end"])
     sensitive = list(run.get("sensitive", []))
-    injected = inject(*where, paths, calls, start, int(end), rate, run_seed(name, rate, cfg.seed), cfg)
-    with atomic_path(out / "attacks" / f"{rate_name(rate)}.parquet") as tmp:
+    targets = Targets(paths, *where, calls, start, int(end))
+    injected = inject(targets, rate, run_seed(name, rate, cfg.seed), cfg)
+    with atomic_path(out.attacks(rate)) as tmp:
         pq.write_table(pa.Table.from_pandas(injected, preserve_index=False), tmp, compression="zstd")
     combined = edges.with_rows(injected)
     tables = []
@@ -188,8 +199,7 @@ def _one_rate(
         meta["split"] = split_column(graphs.intervals, split)
         frame = pd.concat([meta, table.reset_index(drop=True), service_weights(graphs)], axis=1)
         frame.insert(0, "interval", np.arange(graphs.intervals))
-        target = out / "features" / f"{tg}s" / f"{rate_name(rate)}.parquet"
-        with atomic_path(target) as tmp:
+        with atomic_path(out.table(tg, rate)) as tmp:
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
         tables.append(
             {

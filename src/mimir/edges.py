@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mimir.capture.ingest import summary_path
+from mimir.capture.ingest import recorded_bin, summary_path, with_bin
 from mimir.entities import INFRA, INGRESS, OUTSIDE, UNKNOWN, Addressing, load_run, resolve
-from mimir.errors import IOFailure
+from mimir.errors import IOFailure, UsageError
 from mimir.io import atomic_path
 
 EDGE_COLUMNS = ["ts", "src", "dst", "packets", "bytes", "src_kind", "src_service", "dst_kind", "dst_service"]
@@ -41,7 +41,7 @@ def _ends(ips: pd.Series, at: pd.Series, spans: pd.DataFrame, addressing: Addres
 
 
 def build_edges(
-    flows: pa.Table, run_dir: Path, *, bin_seconds: int = 1, keep_infra: bool = False
+    flows: pa.Table, run_dir: Path, *, bin_seconds: int, keep_infra: bool = False
 ) -> tuple[pd.DataFrame, dict]:
     """The edges table of one run and its summary."""
     spans, addressing, _ = load_run(run_dir)
@@ -74,18 +74,22 @@ def build_edges(
     return table.reset_index(drop=True), summary
 
 
-def write_edges(flows_path: Path, run_dir: Path, out: Path, *, keep_infra: bool = False) -> dict:
+def write_edges(
+    flows_path: Path, run_dir: Path, out: Path, *, bin_seconds: int | None = None, keep_infra: bool = False
+) -> dict:
+    """The edges table of a flows table; its bin is the one the flows table records (`bin_seconds` must agree)."""
+    recorded = recorded_bin(flows_path)
+    if bin_seconds is not None and bin_seconds != recorded:
+        raise UsageError(f"{flows_path}: the flows were binned per {recorded} s, not per {bin_seconds} s")
     try:
         flows = pq.read_table(flows_path)
     except (OSError, pa.ArrowInvalid) as e:
         raise IOFailure(f"{flows_path}: cannot read the flows table: {e}") from None
-    bin_seconds = 1
-    if summary_path(flows_path).is_file():
-        bin_seconds = json.loads(summary_path(flows_path).read_text()).get("bin_seconds", 1)
-    edges, summary = build_edges(flows, run_dir, bin_seconds=bin_seconds, keep_infra=keep_infra)
-    summary["bin_seconds"] = bin_seconds
+    edges, summary = build_edges(flows, run_dir, bin_seconds=recorded, keep_infra=keep_infra)
+    summary["bin_seconds"] = recorded
+    table = with_bin(pa.Table.from_pandas(edges, preserve_index=False), recorded)
     with atomic_path(out) as tmp:
-        pq.write_table(pa.Table.from_pandas(edges, preserve_index=False), tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd")
     with atomic_path(summary_path(out)) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary

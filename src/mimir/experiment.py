@@ -1,14 +1,21 @@
-"""Models, scores, tables and figures of an experiment (design §3 "Models", "Scores", "Figures and tables").
+"""Models, scores, tables and figures of an experiment.
 
-results/models/{method}/{training}/model.joblib + model.json
-results/eval/{method}/{training}/{run}/{rate}.parquet     per interval: start, score, alert, label, path
-results/tables/metrics.csv, results/tables/recall_by_path.csv
-results/figures/*.png and *.svg
+The workflow writes, and hands these functions, exactly these files:
+
+    results/models/{method}/{training}/model.joblib + model.json
+    results/eval/{method}/{training}/{run}.parquet    per interval and rate: score, alert, label, path, split
+    results/tables/metrics.csv, results/tables/recall_by_path.csv
+    results/figures/*.png and *.svg
+
+Which method, training run and run a file belongs to, and the granularity and rate of a feature table, arrive as
+values beside the paths (an `Evaluation`, a layout), never parsed back out of the paths.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +28,51 @@ from mimir.detectors import Tables, coarse, feature_columns
 from mimir.detectors.registry import METHODS
 from mimir.evaluate import metrics
 from mimir.io import atomic_path
+from mimir.loadmodel import BEHAVIOURS, DEFAULT_MIX
+from mimir.spec import split_method
 
-GRANULARITY_VARIANT = "@"  # `mimir@10`: the MIMIR detector on one granularity only
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One score file: `method` fitted on `training`, scored on `run`, and that model's card."""
+
+    method: str
+    training: str
+    run: str
+    scores: Path
+    card: Path | None = None
+
+    @classmethod
+    def zip(
+        cls, keys: Sequence[Mapping[str, str]], scores: Sequence[str], cards: Sequence[str] | None = None
+    ) -> list[Evaluation]:
+        """Pair the workflow's declared (method, training, run) entries with its score (and card) inputs."""
+        cards = list(cards) if cards is not None else [None] * len(keys)
+        if not len(keys) == len(scores) == len(cards):
+            raise ValueError(f"{len(keys)} evaluations for {len(scores)} score files and {len(cards)} cards")
+        return [
+            cls(k["method"], k["training"], k["run"], Path(s), Path(c) if c else None)
+            for k, s, c in zip(keys, scores, cards, strict=True)
+        ]
 
 
 def make_detector(method: str, params: dict[str, Any], seed: int) -> Any:
-    base, _, _ = method.partition(GRANULARITY_VARIANT)
-    return METHODS[base](**params, seed=seed)
+    return METHODS[split_method(method)[0]](**params, seed=seed)
 
 
 def _only(tables: Tables, method: str) -> Tables:
-    _, _, tg = method.partition(GRANULARITY_VARIANT)
-    return {int(tg): tables[int(tg)]} if tg else tables
+    _, tg = split_method(method)
+    return {tg: tables[tg]} if tg is not None else tables
 
 
-def read_tables(paths: list[str | Path]) -> Tables:
-    """Feature tables of one (run, rate), keyed by granularity (the folder name `{tg}s`)."""
-    return {int(Path(p).parent.name[:-1]): pd.read_parquet(p) for p in paths}
+def by_rate(layout: Sequence[Sequence[float]], paths: Sequence[str | Path]) -> dict[float, Tables]:
+    """Feature tables of one run keyed by rate, then granularity; `layout` gives the (granularity, rate) of each."""
+    if len(layout) != len(paths):
+        raise ValueError(f"{len(layout)} (granularity, rate) pairs for {len(paths)} feature tables")
+    tables: dict[float, Tables] = {}
+    for (tg, rate), path in zip(layout, paths, strict=True):
+        tables.setdefault(float(rate), {})[int(tg)] = pd.read_parquet(path)
+    return tables
 
 
 def fit_model(method: str, params: dict, seed: int, training: list[Tables], names: list[str], out: Path) -> None:
@@ -88,13 +123,15 @@ def score_run(model_dir: Path, by_rate: dict[float, Tables], training_run: bool,
         frame.reset_index(drop=True).to_parquet(tmp)
 
 
-def metrics_tables(score_files: list[str], out_metrics: Path, out_paths: Path) -> None:
+def metrics_tables(evaluations: Sequence[Evaluation], out_metrics: Path, out_paths: Path) -> None:
+    """Per (method, run, rate): the metrics at the model's frozen threshold, and recall per attack path."""
     rows, path_rows = [], []
-    for name in score_files:
-        p = Path(name)  # results/eval/{method}/{training}/{run}.parquet, beside results/models/
-        run, training, method = p.stem, p.parent.name, p.parent.parent.name
-        threshold = json.loads((p.parents[3] / "models" / method / training / "model.json").read_text())["threshold"]
-        for rate, frame in pd.read_parquet(p).groupby("rate"):
+    for e in evaluations:
+        if e.card is None:
+            raise ValueError(f"{e.scores}: no model card given")
+        method, training, run = e.method, e.training, e.run
+        threshold = json.loads(e.card.read_text())["threshold"]
+        for rate, frame in pd.read_parquet(e.scores).groupby("rate"):
             m = metrics(frame["label"].to_numpy(), frame["score"].to_numpy(), threshold, frame["path"].to_numpy())
             by_path = m.pop("recall_by_path")
             rows.append({"method": method, "training": training, "run": run, "rate": float(rate), **m})
@@ -129,7 +166,7 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
     import matplotlib.pyplot as plt
 
     m = pd.read_csv(metrics_csv)
-    main = m[~m["method"].str.contains(GRANULARITY_VARIANT, regex=False)]
+    main = m[m["method"].map(lambda name: split_method(name)[1] is None)]
     trained = {r["training"] for r in runs.values() if r.get("training")}
     # 1. F1 vs exfiltration rate, per application (mean over its evaluation runs), a line per method
     apps = sorted({runs[t]["app"] for t in trained if "app" in runs[t]})
@@ -155,10 +192,8 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
     # 2. F1 vs load ratio at one rate; 3. F1 vs Euclidean distance of the request mixes
     def ratio_and_distance(run: str) -> tuple[float, float]:
         r, t = runs[run], runs[runs[run]["training"]]
-        kinds = ("browse", "buy", "register")
-        default = {"browse": 0.5, "buy": 0.3, "register": 0.2}
-        a = np.array([(r.get("mix") or default).get(k, 0) for k in kinds], float)
-        b = np.array([(t.get("mix") or default).get(k, 0) for k in kinds], float)
+        a = np.array([(r.get("mix") or DEFAULT_MIX).get(k, 0) for k in BEHAVIOURS], float)
+        b = np.array([(t.get("mix") or DEFAULT_MIX).get(k, 0) for k in BEHAVIOURS], float)
         return r["users"] / t["users"], float(np.linalg.norm(a / a.sum() - b / b.sum()))
 
     evals = main[main["run"].map(lambda n: bool(runs.get(n, {}).get("training"))) & np.isclose(main["rate"], rate)]
@@ -187,7 +222,8 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
     variants = m[m["method"].str.startswith("mimir") & m["run"].map(lambda n: bool(runs.get(n, {}).get("training")))]
     for method, group in variants.groupby("method"):
         part = group.groupby("rate", as_index=False)["f1"].mean()
-        name = "10 s and 60 s" if method == "mimir" else f"{method.split(GRANULARITY_VARIANT)[1]} s only"
+        tg = split_method(method)[1]
+        name = "every granularity" if tg is None else f"{tg} s only"
         ax.plot(part["rate"], part["f1"], marker="o", label=name)
     ax.set(
         xscale="log",
@@ -201,7 +237,7 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
     plt.close(fig)
 
 
-def roc_figure(score_files: list[str], runs: dict[str, dict], rate: float, out: Path) -> None:
+def roc_figure(evaluations: Sequence[Evaluation], runs: dict[str, dict], rate: float, out: Path) -> None:
     """ROC curves per application at one rate, pooled over its evaluation runs, a curve per method."""
     import matplotlib
 
@@ -210,12 +246,11 @@ def roc_figure(score_files: list[str], runs: dict[str, dict], rate: float, out: 
     from sklearn.metrics import roc_auc_score, roc_curve
 
     pooled: dict[tuple[str, str], list[pd.DataFrame]] = {}
-    for name in score_files:
-        p = Path(name)
-        run, method = p.stem, p.parent.parent.name
-        if not runs.get(run, {}).get("training") or GRANULARITY_VARIANT in method:
+    for e in evaluations:
+        run, method = e.run, e.method
+        if not runs.get(run, {}).get("training") or split_method(method)[1] is not None:
             continue
-        frame = pd.read_parquet(p)
+        frame = pd.read_parquet(e.scores)
         app = runs[runs[run]["training"]].get("app", "")
         pooled.setdefault((app, method), []).append(frame[np.isclose(frame["rate"], rate)])
     apps = sorted({app for app, _ in pooled}) or [""]

@@ -1,7 +1,8 @@
 """What the Snakemake workflow needs from the package: the validated config and one function per rule.
 
-The rules' scripts (scripts/*.py) are thin adapters: they hand Snakemake's inputs, outputs and params to these
-functions, which log to the rule's log file and never take values through a shell.
+The rules' scripts (scripts/*.py) are thin adapters: they hand Snakemake's declared inputs, outputs and params to
+these functions, which log to the rule's log file and never take values through a shell, a file name or a file
+the rule did not declare.
 """
 
 from __future__ import annotations
@@ -9,25 +10,23 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 import yaml
 
-from mimir.errors import MimirError
-
-if TYPE_CHECKING:
-    from mimir.apps import App
-
-
-class ConfigError(MimirError):
-    exit_code = 2
+from mimir.errors import ConfigError, MimirError
+from mimir.spec import ClusterSpec, FeatureSpec, RunSpec, check_granularities, rate_name, split_method
 
 
 def _defaults(schema: dict[str, Any], value: Any) -> None:
     """Fill in the schema's defaults, in place, wherever the config leaves a key out."""
+    items = schema.get("items")
+    if isinstance(items, dict) and isinstance(value, list):
+        for item in value:
+            _defaults(items, item)
     if not isinstance(value, dict):
         return
     for key, sub in schema.get("properties", {}).items():
@@ -43,7 +42,10 @@ def _defaults(schema: dict[str, Any], value: Any) -> None:
 
 
 def validate_config(config: dict[str, Any], schema_path: Path, source: str = "config") -> dict[str, Any]:
-    """Check the config against its schema (the first problem names its key), fill defaults, check references."""
+    """Check the config against its schema, fill defaults, then check what a schema cannot, before any job runs.
+
+    Every message starts with the config file and names the key the user wrote.
+    """
     schema = yaml.safe_load(schema_path.read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -51,17 +53,54 @@ def validate_config(config: dict[str, Any], schema_path: Path, source: str = "co
         key = ".".join(str(k) for k in first.absolute_path) or "(top level)"
         raise ConfigError(f"{source}: {key}: {first.message}")
     _defaults(schema, config)
+    try:
+        _check_runs(config)
+        _check_features(config)
+    except MimirError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return config
+
+
+def _check_runs(config: dict[str, Any]) -> None:
+    """Training references, and every generated or collected run built once as it will be (apps, mixes, exfil)."""
+    from mimir.apps import load_app
+
     runs = config["runs"]
     for name, run in runs.items():
-        if run["source"] == "cluster" and run.get("exfil"):
-            raise ConfigError(f"{source}: runs.{name}.exfil: physical exfiltration is only generated (synthetic)")
         training = run.get("training")
         if training is not None and (training not in runs or runs[training]["role"] != "train"):
-            raise ConfigError(f"{source}: runs.{name}.training: {training!r} is not a training run of this config")
-    split = config["features"]["split"]
+            raise ConfigError(f"runs.{name}.training: {training!r} is not a training run of this config")
+        if run["source"] == "import":
+            continue
+        if run["source"] == "cluster" and run.get("exfil"):
+            raise ConfigError(f"runs.{name}.exfil: physical exfiltration is only generated (source: synthetic)")
+        try:
+            app = load_app(run["app"])
+        except MimirError as e:
+            raise ConfigError(f"runs.{name}.app: {e}") from None
+        RunSpec.from_config(name, run, config["defaults"], config["seed"], app)
+
+
+def _check_features(config: dict[str, Any]) -> None:
+    """The split, unique rate names, granularities on whole flow bins, and methods on configured granularities."""
+    features = config["features"]
+    split = features["split"]
     if abs(sum(split.values()) - 1) > 1e-9:
-        raise ConfigError(f"{source}: features.split: the shares add up to {sum(split.values())}, not 1")
-    return config
+        raise ConfigError(f"features.split: the shares add up to {sum(split.values())}, not 1")
+    names: dict[str, float] = {}
+    for rate in features["rates"]:
+        if names.setdefault(rate_name(rate), rate) != rate:
+            raise ConfigError(
+                f"features.rates: {names[rate_name(rate)]!r} and {rate!r} have the same name {rate_name(rate)!r} "
+                "in file names; make them differ in the first six significant digits"
+            )
+    check_granularities(features["granularities"], config["ingest"]["bin"], "features.granularities")
+    for method in config["models"]["methods"]:
+        _, tg = split_method(method)
+        if tg is not None and tg not in features["granularities"]:
+            raise ConfigError(f"models.methods: {method!r}: {tg} s is not one of features.granularities")
+    if config["figures"]["rate"] not in features["rates"]:
+        raise ConfigError(f"figures.rate: {config['figures']['rate']!r} is not one of features.rates")
 
 
 @contextlib.contextmanager
@@ -72,68 +111,37 @@ def logged(log: str | Path) -> Iterator[None]:
         yield
 
 
-def run_mix(settings: dict[str, Any], app: App) -> dict[str, float]:
-    """A run's request mix from its config entry (the paper's default when it gives none), checked against the app."""
-    from mimir.sources.synthetic import parse_mix
-
-    mix = settings.get("mix") or {"browse": 0.5, "buy": 0.3, "register": 0.2}
-    return parse_mix(",".join(f"{k}={v}" for k, v in mix.items()), list(app.requests))
-
-
-def synth_run(settings: dict[str, Any], defaults: dict[str, Any], seed: int, out: Path) -> None:
+def run_spec(name: str, settings: Mapping[str, Any], defaults: Mapping[str, Any], seed: int) -> RunSpec:
+    """The run `runs.NAME` of the config, as the command line would build it."""
     from mimir.apps import load_app
-    from mimir.sources.synthetic import Exfiltration, SynthConfig, synthesize
 
-    app = load_app(settings["app"])
-    cfg = SynthConfig(
-        app=app,
-        duration=float(settings.get("duration", defaults["duration"])),
-        users=int(settings["users"]),
-        mix=run_mix(settings, app),
-        seed=int(settings.get("seed", seed)),
-        snaplen=int(defaults["snaplen"]),
-        rotate=float(defaults["rotate"]),
-        exfiltration=[Exfiltration.parse(spec, app) for spec in settings.get("exfil", [])],
-    )
-    result = synthesize(cfg, out, progress=False)
+    return RunSpec.from_config(name, settings, defaults, seed, load_app(settings["app"]))
+
+
+def synth_run(name: str, settings: Mapping[str, Any], defaults: Mapping[str, Any], seed: int, out: Path) -> None:
+    from mimir.sources.synthetic import synthesize
+
+    result = synthesize(run_spec(name, settings, defaults, seed), out, progress=False)
     print(f"{out}: {result.packets} packets in {len(result.files)} files")
 
 
 def collect_run(
-    settings: dict[str, Any], defaults: dict[str, Any], cluster: dict[str, Any], seed: int, out: Path
+    name: str,
+    settings: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    cluster: Mapping[str, Any],
+    seed: int,
+    out: Path,
 ) -> None:
     """One run on the cluster; its progress lines go to the rule's log."""
-    from mimir.apps import load_app
     from mimir.sources.cluster.collect import CollectConfig, collect, progress_printer
 
-    app = load_app(settings["app"])
-    kubeconfig = cluster.get("kubeconfig")
-    cfg = CollectConfig(
-        app=app,
-        users=int(settings["users"]),
-        mix=run_mix(settings, app),
-        duration=float(settings.get("duration", defaults["duration"])),
-        out=out,
-        seed=int(settings.get("seed", seed)),
-        spawn_rate=float(cluster["spawn_rate"]),
-        kubeconfig=Path(kubeconfig) if kubeconfig else None,
-        context=cluster.get("context"),
-        target=cluster.get("target"),
-        capture_netns=cluster["capture_netns"],
-        interface=cluster["interface"],
-        rotate=int(defaults["rotate"]),
-        snaplen=int(defaults["snaplen"]),
-        customers=int(cluster["customers"]),
-        cpu_percent=int(cluster["cpu_percent"]),
-        ready_timeout=float(cluster["ready_timeout"]),
-        least_privilege_watch=bool(cluster["least_privilege_watch"]),
-        keep=bool(cluster["keep"]),
-    )
+    cfg = CollectConfig(run_spec(name, settings, defaults, seed), ClusterSpec.from_config(cluster), out)
     run = collect(cfg, progress=progress_printer(sys.stdout))
     print(f"{out}: {run['status']}, {run.get('capture', {}).get('packets')} packets captured")
 
 
-def import_run(settings: dict[str, Any], out: Path) -> None:
+def import_run(settings: Mapping[str, Any], out: Path) -> None:
     from mimir.sources.legacy import import_legacy
 
     analysis = settings.get("analysis_json")
@@ -144,45 +152,49 @@ def ingest_run(run_dir: Path, out: Path, bin_seconds: int) -> None:
     from mimir.capture.ingest import ingest, write_flows
 
     run = json.loads((run_dir / "run.json").read_text())
-    captures = [run_dir / name for name in run["capture"]["files"]]
-    flows, summary = ingest(captures, bin_seconds, progress=False)
+    flows, summary = ingest([run_dir / name for name in run["capture"]["files"]], bin_seconds, progress=False)
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     write_flows(flows, summary, out)
     print(f"{out}: {summary.flows} flows from {summary.packets} packets")
 
 
-def edges_run(flows: Path, run_dir: Path, out: Path, keep_infra: bool) -> None:
+def edges_run(flows: Path, run_dir: Path, out: Path, bin_seconds: int, keep_infra: bool) -> None:
     from mimir.edges import write_edges
 
-    summary = write_edges(flows, run_dir, out, keep_infra=keep_infra)
+    summary = write_edges(flows, run_dir, out, bin_seconds=bin_seconds, keep_infra=keep_infra)
     print(json.dumps(summary, indent=2))
 
 
 def features_run(
     edges: Path,
     run_dir: Path,
-    out: Path,
+    outputs: Mapping[str, Any],
     rate: float,
-    settings: dict[str, Any],
-    split: dict[str, float],
+    settings: Mapping[str, Any],
+    split: Mapping[str, float],
+    bin_seconds: int,
     seed: int,
     benign: Path | None,
 ) -> None:
-    from mimir.attacks import InjectionConfig
-    from mimir.dataset import build
+    """One rate of one run, every granularity: the tables land exactly on the rule's declared outputs."""
+    from mimir.dataset import FeatureOutputs, build
 
-    cfg = InjectionConfig(
-        settings["attack_seconds"], settings["attacked_share"], settings["rate_sd"], settings["max_path_length"], seed
+    spec = FeatureSpec(
+        granularities=tuple(settings["granularities"]),
+        rates=(rate,),
+        attack_seconds=settings["attack_seconds"],
+        attacked_share=settings["attacked_share"],
+        rate_sd=settings["rate_sd"],
+        max_path_length=settings["max_path_length"],
+        split=dict(split),
     )
-    summary = build(
-        edges,
-        run_dir,
-        out,
-        granularities=settings["granularities"],
-        rates=[rate],
-        split=split,
-        cfg=cfg,
-        benign_edges_path=benign,
-    )
+    layout = FeatureOutputs(Path(outputs["root"]))
+    declared = {Path(outputs["attacks"]), *map(Path, outputs["tables"])}
+    planned = {layout.attacks(rate), *(layout.table(tg, rate) for tg in spec.granularities)}
+    if planned != declared:
+        raise ConfigError(
+            f"the features rule declares {sorted(map(str, declared))}, the layout gives {sorted(map(str, planned))}"
+        )
+    summary = build(edges, run_dir, layout, spec, seed=seed, bin_seconds=bin_seconds, benign_edges_path=benign)
     print(json.dumps(summary, indent=2))

@@ -95,9 +95,29 @@ def ingest(
     return flows, summary
 
 
+BIN_KEY = b"mimir.bin_seconds"  # in a flows or edges table's schema metadata: the time bin its rows were summed in
+
+
+def with_bin(table: pa.Table, bin_seconds: int) -> pa.Table:
+    """The table, its schema recording the bin, so that later stages read it from the data, never from a name."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), BIN_KEY: str(bin_seconds).encode()})
+
+
+def recorded_bin(path: Path) -> int:
+    """The bin a flows or edges table was written with (an error naming the file when it does not say)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as e:
+        raise IOFailure(f"{path}: cannot read the table: {e}") from None
+    value = metadata.get(BIN_KEY, b"")
+    if not value.isdigit() or int(value) < 1:
+        raise IOFailure(f"{path}: the table does not record its time bin (written by an older mimir? ingest again)")
+    return int(value)
+
+
 def write_flows(flows: pa.Table, summary: IngestSummary, out: Path) -> None:
     """Write the table and its summary, each under a temporary name renamed into place when complete."""
     with atomic_path(out) as tmp:
-        pq.write_table(flows, tmp, compression="zstd")
+        pq.write_table(with_bin(flows, summary.bin_seconds), tmp, compression="zstd")
     with atomic_path(summary_path(out)) as tmp:
         tmp.write_text(summary.to_json())

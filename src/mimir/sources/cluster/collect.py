@@ -34,10 +34,10 @@ from mimir.apps import CONFIG, App
 from mimir.errors import ClusterError, Interrupted, MimirError, UsageError
 from mimir.io import atomic_path
 from mimir.loadmodel import daily_curve
+from mimir.network import POD_NETWORK
 from mimir.sources.cluster import capture, facts, kube, load, manifests, objects, populate, watcher, workloads
+from mimir.spec import ClusterSpec, RunSpec
 
-DEFAULT_SERVICE_NETWORK = "10.96.0.0/12"  # kubeadm's and minikube's default service CIDR
-DEFAULT_POD_NETWORK = "10.244.0.0/16"
 POPULATE_PHASE = "mimir.io/phase"
 RBAC_MANIFEST = CONFIG / "k8s" / "rbac" / "watcher.yaml"
 LOCUSTFILES = Path(__file__).with_name("locustfiles")
@@ -45,41 +45,20 @@ LOCUSTFILES = Path(__file__).with_name("locustfiles")
 
 @dataclass
 class CollectConfig:
-    """Everything one collection needs; the command line and the workflow's `source: cluster` build it."""
+    """One collection: the run (application, load, capture settings), how to reach and use the cluster, where to
+    write. The command line and the workflow's `source: cluster` build it from the same specification."""
 
-    app: App
-    users: int
-    mix: dict[str, float]
-    duration: float
+    run: RunSpec
+    cluster: ClusterSpec
     out: Path
-    seed: int = 0
-    spawn_rate: float = 10.0
-    kubeconfig: Path | None = None
-    context: str | None = None
-    server: str | None = None
-    manifests: Path | None = None
-    target: str | None = None
-    capture_netns: str = "host"
-    interface: str = "any"
-    rotate: int = 600
-    snaplen: int = 256
-    buffer_kib: int = 32768
-    customers: int = 1000
-    populate: bool = True
-    cpu_percent: int = 50
-    ready_timeout: float = 900.0
-    service_network: str = DEFAULT_SERVICE_NETWORK
-    locustfile: Path | None = None
-    least_privilege_watch: bool = True
-    keep: bool = False
 
     @property
     def manifest_folder(self) -> Path:
-        return self.manifests or CONFIG / "k8s" / self.app.name
+        return self.cluster.manifests or CONFIG / "k8s" / self.run.app.name
 
     @property
     def locust_path(self) -> Path:
-        return self.locustfile or LOCUSTFILES / f"{self.app.name.replace('-', '_')}.py"
+        return self.cluster.locustfile or LOCUSTFILES / f"{self.run.app.name.replace('-', '_')}.py"
 
 
 class _Stopped(Exception):
@@ -248,34 +227,34 @@ class _Collection:
 def _check_inputs(cfg: CollectConfig) -> None:
     """What can be checked before touching the cluster or the disk: the app's files and the service network."""
     if not cfg.manifest_folder.is_dir():
-        raise UsageError(f"{cfg.manifest_folder}: no manifests for application {cfg.app.name!r}")
+        raise UsageError(f"{cfg.manifest_folder}: no manifests for application {cfg.run.app.name!r}")
     if not cfg.locust_path.is_file():
-        raise UsageError(f"{cfg.locust_path}: no locustfile for application {cfg.app.name!r}")
+        raise UsageError(f"{cfg.locust_path}: no locustfile for application {cfg.run.app.name!r}")
     try:
-        ipaddress.ip_network(cfg.service_network)
+        ipaddress.ip_network(cfg.cluster.service_network)
     except ValueError as e:
-        raise UsageError(f"--service-network {cfg.service_network}: {e}") from None
+        raise UsageError(f"--service-network {cfg.cluster.service_network}: {e}") from None
 
 
 def _run_info(cfg: CollectConfig) -> dict[str, Any]:
     """run.json as a collection starts: what was asked for, marked as still collecting."""
     return {
-        "app": cfg.app.name,
+        "app": cfg.run.app.name,
         "source": "cluster",
         "status": "collecting",
         "start": None,
         "end": None,
         "load": {
-            "users": cfg.users,
+            "users": cfg.run.users,
             "curve": "normal",
-            "phases": daily_curve(cfg.users).tolist(),
-            "spawn_rate": cfg.spawn_rate,
+            "phases": daily_curve(cfg.run.users).tolist(),
+            "spawn_rate": cfg.cluster.spawn_rate,
         },
-        "mix": cfg.mix,
-        "sensitive": list(cfg.app.sensitive),
+        "mix": cfg.run.mix,
+        "sensitive": list(cfg.run.app.sensitive),
         "exfiltration": [],
-        "seed": cfg.seed,
-        "namespace": cfg.app.namespace,
+        "seed": cfg.run.seed,
+        "namespace": cfg.run.app.namespace,
         "tools": tool_versions(),
         "clock": {"collect_started": time.time()},
     }
@@ -284,11 +263,13 @@ def _run_info(cfg: CollectConfig) -> dict[str, Any]:
 def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Collect one run into cfg.out; return run.json. Raises ClusterError or Interrupted after cleaning up."""
     _check_inputs(cfg)
-    netns = capture.namespace_file(cfg.capture_netns)
+    netns = capture.namespace_file(cfg.cluster.capture_netns)
     app_manifests = manifests.load_manifests(cfg.manifest_folder)
     if cfg.out.exists() and any(cfg.out.iterdir()):
         raise UsageError(f"{cfg.out}: the output folder exists and is not empty; choose another or remove it")
-    api = kube.connect(cfg.kubeconfig, cfg.context, cfg.server)  # before any file: a wrong cluster leaves nothing
+    api = kube.connect(
+        cfg.cluster.kubeconfig, cfg.cluster.context, cfg.cluster.server
+    )  # before any file: a wrong cluster leaves nothing
     _prepare_output(cfg.out)
     run = _Collection(cfg, api, RunRecord(cfg.out, _run_info(cfg)), progress)
     try:
@@ -316,24 +297,26 @@ def _deploy(run: _Collection, app_manifests: list[dict[str, Any]]) -> tuple[str,
     """
     cfg, api = run.cfg, run.api
     app_objects, populate_objects = split_populate(app_manifests)
-    extra_secrets, params = app_secrets(cfg.app)
-    rbac = manifests.load_manifests(RBAC_MANIFEST.parent) if cfg.least_privilege_watch else []
-    run.log(f"deploying {cfg.app.name}: {len(app_objects)} objects from {cfg.manifest_folder}")
-    run.refs += objects.deploy(api, rbac + extra_secrets + app_objects, cfg.app.namespace)
-    workloads.scale(api, cfg.app.namespace, {name: s.replicas for name, s in cfg.app.services.items()})
+    extra_secrets, params = app_secrets(cfg.run.app)
+    rbac = manifests.load_manifests(RBAC_MANIFEST.parent) if cfg.cluster.least_privilege_watch else []
+    run.log(f"deploying {cfg.run.app.name}: {len(app_objects)} objects from {cfg.manifest_folder}")
+    run.refs += objects.deploy(api, rbac + extra_secrets + app_objects, cfg.run.app.namespace)
+    workloads.scale(api, cfg.run.app.namespace, {name: s.replicas for name, s in cfg.run.app.services.items()})
     targets = {
-        name: (s.autoscale.min, s.autoscale.max, cfg.cpu_percent) for name, s in cfg.app.services.items() if s.autoscale
+        name: (s.autoscale.min, s.autoscale.max, cfg.cluster.cpu_percent)
+        for name, s in cfg.run.app.services.items()
+        if s.autoscale
     }
-    run.refs += workloads.autoscale(api, cfg.app.namespace, targets)
+    run.refs += workloads.autoscale(api, cfg.run.app.namespace, targets)
     names = [d["metadata"]["name"] for d in app_objects if d["kind"] in ("Deployment", "StatefulSet")]
-    workloads.wait_ready(api, cfg.app.namespace, names, cfg.ready_timeout, run.progress)
+    workloads.wait_ready(api, cfg.run.app.namespace, names, cfg.cluster.ready_timeout, run.progress)
     run.clock["ready"] = time.time()
-    target = cfg.target or facts.entry_url(api, cfg.app.namespace, cfg.app.entry)
-    probe_entry(target, cfg.ready_timeout, run.switch.event)
-    if cfg.populate:
+    target = cfg.cluster.target or facts.entry_url(api, cfg.run.app.namespace, cfg.run.app.entry)
+    probe_entry(target, cfg.cluster.ready_timeout, run.switch.event)
+    if cfg.cluster.populate:
         params.update(_populate(run, target, populate_objects))
         run.clock["populated"] = time.time()
-    cluster = facts.cluster_facts(api, [cfg.app.namespace])
+    cluster = facts.cluster_facts(api, [cfg.run.app.namespace])
     run.record.update(cluster=cluster, addresses=_addresses(cfg, cluster, target), target=target)
     return target, params
 
@@ -341,11 +324,19 @@ def _deploy(run: _Collection, app_manifests: list[dict[str, Any]]) -> tuple[str,
 def _start_recording(run: _Collection, netns: Path | None) -> None:
     """Start the entity watch (its full listing first), then the node capture, each stamping the clock."""
     cfg = run.cfg
-    api = watcher.least_privilege_client(run.api, cfg.duration + 7200) if cfg.least_privilege_watch else run.api
+    api = (
+        watcher.least_privilege_client(run.api, cfg.run.duration + 7200)
+        if cfg.cluster.least_privilege_watch
+        else run.api
+    )
     run.watch = watcher.EntityWatcher(api, None, cfg.out / "entities.jsonl")
     run.clock["entities_listed"] = run.watch.start()
     options = capture.TcpdumpOptions(
-        interface=cfg.interface, rotate_seconds=cfg.rotate, snaplen=cfg.snaplen, buffer_kib=cfg.buffer_kib, netns=netns
+        interface=cfg.cluster.interface,
+        rotate_seconds=cfg.run.rotate,
+        snaplen=cfg.run.snaplen,
+        buffer_kib=cfg.cluster.buffer_kib,
+        netns=netns,
     )
     run.capture = capture.NodeCapture(cfg.out / "capture", options)
     run.clock["capture_started"] = run.capture.start()
@@ -355,18 +346,18 @@ def _load(run: _Collection, target: str, params: dict[str, str]) -> None:
     """The one Locust process. A signal meanwhile only sets the stop event: Locust stops and writes its statistics."""
     cfg, record = run.cfg, run.record
     plan = load.LoadPlan(
-        users=cfg.users,
-        duration=cfg.duration,
-        spawn_rate=cfg.spawn_rate,
-        mix=cfg.mix,
-        seed=cfg.seed,
-        think_min=cfg.app.think_time[0],
-        think_max=cfg.app.think_time[1],
+        users=cfg.run.users,
+        duration=cfg.run.duration,
+        spawn_rate=cfg.cluster.spawn_rate,
+        mix=cfg.run.mix,
+        seed=cfg.run.seed,
+        think_min=cfg.run.app.think_time[0],
+        think_max=cfg.run.app.think_time[1],
         params=params,
         events=str(cfg.out / "load" / "phases.jsonl"),
     )
     record.update(status="loading")
-    run.log(f"load: {cfg.users} users at peak for {cfg.duration:.0f} s against {target}")
+    run.log(f"load: {cfg.run.users} users at peak for {cfg.run.duration:.0f} s against {target}")
     stop = run.switch.event
     run.switch.unwind = False
     result = load.run_locust(cfg.locust_path, target, plan, cfg.out / "load", stop=stop, progress=run.progress)
@@ -379,15 +370,15 @@ def _load(run: _Collection, target: str, params: dict[str, str]) -> None:
 def _populate(run: _Collection, target: str, populate_objects: list[dict[str, Any]]) -> dict[str, str]:
     """Fill the application with data before t0 (the prototype ignored its own customer count)."""
     cfg = run.cfg
-    if cfg.app.name == "sockshop":
-        run.log(f"populating sockshop: {cfg.customers} customers")
-        populate.populate_sockshop(target, cfg.customers, cfg.seed, progress=run.progress)
-        return {"customers": str(cfg.customers), "customer_seed": str(cfg.seed)}
+    if cfg.run.app.name == "sockshop":
+        run.log(f"populating sockshop: {cfg.cluster.customers} customers")
+        populate.populate_sockshop(target, cfg.cluster.customers, cfg.run.seed, progress=run.progress)
+        return {"customers": str(cfg.cluster.customers), "customer_seed": str(cfg.run.seed)}
     if populate_objects:
         names = [d["metadata"]["name"] for d in populate_objects]
-        run.log(f"populating {cfg.app.name}: {', '.join(names)}")
-        run.refs += objects.deploy(run.api, populate_objects, cfg.app.namespace)
-        workloads.wait_ready(run.api, cfg.app.namespace, names, cfg.ready_timeout, run.progress)
+        run.log(f"populating {cfg.run.app.name}: {', '.join(names)}")
+        run.refs += objects.deploy(run.api, populate_objects, cfg.run.app.namespace)
+        workloads.wait_ready(run.api, cfg.run.app.namespace, names, cfg.cluster.ready_timeout, run.progress)
     return {}
 
 
@@ -399,9 +390,9 @@ def _addresses(cfg: CollectConfig, cluster: dict[str, Any], target: str) -> dict
         "node": node_ips[0] if node_ips else None,
         "nodes": node_ips,
         "load_generator": source_address(target),
-        "pod_network": pod_cidrs[0] if pod_cidrs else DEFAULT_POD_NETWORK,
+        "pod_network": pod_cidrs[0] if pod_cidrs else POD_NETWORK,
         "cluster_networks": pod_cidrs[1:],
-        "service_network": cfg.service_network,
+        "service_network": cfg.cluster.service_network,
         "kube_dns": cluster.get("kube_dns"),
     }
 
@@ -438,7 +429,7 @@ def _stop_watch(run: _Collection) -> list[str]:
 
 
 def _tear_down(run: _Collection) -> list[str]:
-    if not run.refs or run.cfg.keep:
+    if not run.refs or run.cfg.cluster.keep:
         return []
     run.log(f"tearing down {len(run.refs)} objects")
     try:

@@ -1,0 +1,205 @@
+"""The stages after a run exists: `ingest` (captures → flows), `edges` (flows → entity edges), `features`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mimir.cli.options import EXIT_CODE_TEXT, Commands, command, number_list, positive_int
+from mimir.errors import UsageError
+from mimir.spec import DEFAULT_BIN_SECONDS, FeatureSpec, check_granularities
+
+
+def _ingest_help() -> str:
+    from mimir.capture.decode import SUPPORTED_LINKTYPES
+
+    kinds = "\n".join(f"  {number:>4}  {name}" for number, name in sorted(SUPPORTED_LINKTYPES.items()))
+    return (
+        "input formats (decided by the magic number, never the file name):\n"
+        "  classic pcap (microsecond and nanosecond, either byte order), pcapng (several sections and\n"
+        "  interfaces, enhanced, simple and obsolete packet blocks), and either one gzip-compressed.\n"
+        f"link types:\n{kinds}\n"
+        "output:\n"
+        "  FLOWS.parquet: one row per (ts, src, dst, proto, sport, dport) with packets and bytes, where ts is\n"
+        "  the bin start in integer epoch seconds, bytes the original frame lengths, the addresses those of\n"
+        "  the outermost IP header, and the ports 0 where there is no TCP/UDP/SCTP/DCCP header (or it was\n"
+        "  not captured, or the packet is a later fragment); the table's metadata records the bin.\n"
+        "  FLOWS.summary.json beside it: packets read, IP and non-IP packets, truncated records, per-file\n"
+        "  formats and link types, first and last timestamp.\n"
+        "  A truncated last record (a capture stopped mid-write) is a warning; anything else malformed is\n"
+        "  an error naming the file and byte offset, and nothing is written.\n\n" + EXIT_CODE_TEXT
+    )
+
+
+def add_ingest(commands: Commands) -> None:
+    ingest = command(
+        commands,
+        "ingest",
+        help="turn capture files into a per-time-bin flows table",
+        description="Read capture files (one run, given in time order: a rotated capture makes one table) "
+        "in a single streaming pass and write its flows table and summary.",
+        epilog=_ingest_help(),
+    )
+    ingest.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE", help="pcap, pcapng or gzip file")
+    ingest.add_argument("-o", "--output", required=True, type=Path, metavar="FLOWS.parquet", help="flows table")
+    ingest.add_argument(
+        "--bin",
+        type=positive_int,
+        default=DEFAULT_BIN_SECONDS,
+        metavar="SECONDS",
+        help=f"time bin in whole seconds (default: {DEFAULT_BIN_SECONDS})",
+    )
+    progress = ingest.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="always show a progress bar"
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="never show one (default: on a terminal)"
+    )
+    ingest.set_defaults(handler=run_ingest)
+
+
+def run_ingest(args: argparse.Namespace) -> None:
+    from mimir.capture.ingest import ingest, write_flows
+
+    flows, summary = ingest(args.captures, args.bin, progress=args.progress)
+    for warning in summary.warnings:
+        print(f"mimir: warning: {warning}", file=sys.stderr)
+    write_flows(flows, summary, args.output)
+    print(
+        f"{args.output}: {summary.flows} flows from {summary.packets} packets "
+        f"({summary.ip_packets} IP, {summary.non_ip_packets} non-IP, {summary.truncated_records} truncated) "
+        f"in {len(summary.files)} file(s)"
+    )
+
+
+def add_edges(commands: Commands) -> None:
+    edges = command(
+        commands,
+        "edges",
+        help="resolve a flows table's addresses to the run's entities, per second",
+        description="Attribute every flow to the entity that held its addresses at that time (entities.jsonl "
+        "replayed: IP reuse, pods added and removed, services by selector) and write one row per (time bin, src "
+        "entity, dst entity) with packets, bytes and both ends' kind (pod, vip, ingress, outside, infra, unknown) "
+        "and service, plus EDGES.summary.json. The bin is the one the flows table records.",
+    )
+    edges.add_argument("flows", type=Path, metavar="FLOWS.parquet", help="from mimir ingest")
+    edges.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (entities.jsonl, run.json)")
+    edges.add_argument("-o", "--output", required=True, type=Path, metavar="EDGES.parquet", help="edges table")
+    edges.add_argument(
+        "--keep-infra",
+        action="store_true",
+        help="keep infrastructure (the node, kube-system other than DNS); dropped by default, DNS never is",
+    )
+    edges.set_defaults(handler=run_edges)
+
+
+def run_edges(args: argparse.Namespace) -> None:
+    from mimir.edges import write_edges
+
+    summary = write_edges(args.flows, args.run, args.output, keep_infra=args.keep_infra)
+    unknown = summary["unknown_in_cluster_addresses"]
+    if unknown:
+        print(
+            f"mimir: warning: {len(unknown)} in-cluster address(es) no entity held, kept as unknown/<ip> "
+            f"({summary['unknown_in_cluster_packets']} packets): {', '.join(unknown[:10])}",
+            file=sys.stderr,
+        )
+    print(
+        f"{args.output}: {summary['edges']} edges from {summary['flow_rows']} flow rows "
+        f"({summary['infra_packets']} infrastructure packets {'kept' if summary['infra_kept'] else 'dropped'})"
+    )
+
+
+def _listed(values: tuple | dict) -> str:
+    if isinstance(values, dict):
+        return ",".join(f"{name}={share:g}" for name, share in values.items())
+    return ",".join(f"{value:g}" for value in values)
+
+
+def add_features(commands: Commands) -> None:
+    d = FeatureSpec()
+    features = command(
+        commands,
+        "features",
+        help="inject exfiltration and compute the labelled feature tables of a run",
+        description="For each exfiltration rate, inject attacks once at the flows' bin along paths from the "
+        "sensitive services to outside (learned from benign traffic), aggregate to every granularity, and "
+        "write OUT/attacks/{rate}.parquet and OUT/features/{tg}s/{rate}.parquet: per interval the MIMIR "
+        "features, the label, the attack id and path, and the split.",
+    )
+    features.add_argument("edges", type=Path, metavar="EDGES.parquet", help="from mimir edges")
+    features.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (run.json)")
+    features.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR", help="results folder")
+    option = features.add_argument
+    option(
+        "--tg",
+        default=_listed(d.granularities),
+        metavar="S,...",
+        help=f"granularities, s (default {_listed(d.granularities)})",
+    )
+    option("--rates", default=_listed(d.rates), metavar="R,...", help=f"MB per minute (default {_listed(d.rates)})")
+    option(
+        "--split",
+        default=_listed(d.split),
+        metavar="NAME=SHARE,...",
+        help=f"time split of the run's intervals (default {_listed(d.split)})",
+    )
+    option("--attacked-share", type=float, default=d.attacked_share, metavar="F", help="share of time attacked")
+    option("--attack-seconds", type=positive_int, default=d.attack_seconds, metavar="S", help="attack length")
+    option("--rate-sd", type=float, default=d.rate_sd, metavar="F", help="rate spread, share of the rate")
+    option("--max-path-length", type=positive_int, default=d.max_path_length, metavar="N", help="services per path")
+    option("--seed", type=int, default=0, metavar="K", help="combined with the run and the rate (default 0)")
+    option(
+        "--benign-edges",
+        type=Path,
+        metavar="EDGES.parquet",
+        help="learn the allowed paths from this (training) run instead of the run itself",
+    )
+    option(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="allowed service pairs (YAML: allow: [[a, b], ...], 'outside' for the world) instead of benign traffic",
+    )
+    option(
+        "--jobs",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="rates in parallel (default: all cores)",
+    )
+    features.set_defaults(handler=run_features)
+
+
+def run_features(args: argparse.Namespace) -> None:
+    from mimir.capture.ingest import recorded_bin
+    from mimir.dataset import FeatureOutputs, build, parse_split
+
+    if not 0 <= args.attacked_share < 1 or args.rate_sd < 0:
+        raise UsageError("--attacked-share is in [0, 1) and --rate-sd is not negative")
+    bin_seconds = recorded_bin(args.edges)
+    spec = FeatureSpec(
+        granularities=tuple(number_list(args.tg, "--tg", int)),
+        rates=tuple(number_list(args.rates, "--rates", float)),
+        attack_seconds=args.attack_seconds,
+        attacked_share=args.attacked_share,
+        rate_sd=args.rate_sd,
+        max_path_length=args.max_path_length,
+        split=parse_split(args.split),
+    )
+    check_granularities(spec.granularities, bin_seconds, "--tg")
+    summary = build(
+        args.edges,
+        args.run,
+        FeatureOutputs(args.output),
+        spec,
+        seed=args.seed,
+        bin_seconds=bin_seconds,
+        benign_edges_path=args.benign_edges,
+        jobs=args.jobs,
+        policy=args.policy,
+    )
+    print(f"{args.output}: {len(summary['tables'])} feature tables over {len(summary['paths'])} attack paths")

@@ -1,0 +1,16 @@
+"""The address plan of a one-node Kubernetes cluster, defined once for every source of runs.
+
+These are the defaults of kubeadm and minikube (docker driver): the synthetic source builds its addresses from
+them, the collector assumes them unless told otherwise, and the prototype's imported runs used the same service
+range.
+"""
+
+from __future__ import annotations
+
+SERVICE_NETWORK = "10.96.0.0/12"  # --service-cluster-ip-range of kubeadm and minikube
+POD_NETWORK = "10.244.0.0/16"  # the bridge CNI's pod range on minikube
+KUBE_DNS_VIP = "10.96.0.10"  # the tenth address of the service range, by convention
+NODE_IP = "192.168.49.2"  # minikube's node on its docker network
+LOAD_GENERATOR_IP = "192.168.49.1"  # the host side of that network, where Locust runs
+EXFIL_DESTINATION = "203.0.113.66"  # TEST-NET-3: the world, as the attacker's server
+EPHEMERAL_PORTS = (32768, 61000)  # Linux's ip_local_port_range, as [low, high): the client ports of connections

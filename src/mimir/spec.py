@@ -1,0 +1,199 @@
+"""What a run is and what an experiment computes: one typed specification, every default defined once.
+
+The command line, the workflow's config and the collector all build these objects, so a run means the same
+whichever way it was asked for. The config schema (config/schemas/config.schema.yaml) repeats the defaults for the
+users who read it; the test suite checks that it repeats them faithfully.
+
+Every builder names the place the user wrote a bad value: a config key such as `runs.shop.mix.buy` or a
+command-line option such as `--mix`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from mimir.errors import UsageError
+from mimir.loadmodel import DEFAULT_MIX, normalise_mix
+from mimir.network import SERVICE_NETWORK
+
+if TYPE_CHECKING:
+    from mimir.apps import App
+
+DEFAULT_START = 1_767_225_600  # 2026-01-01T00:00:00Z: synthetic runs start at a fixed, documented instant
+DEFAULT_BIN_SECONDS = 1  # flows are binned per second unless the config says otherwise
+GRANULARITY_SEPARATOR = "@"  # `mimir@10`: a method restricted to one granularity of the feature tables
+
+_RATE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMG]?B)/(s|min)\s*")
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+def parse_rate(text: str, where: str) -> float:
+    """`100KB/min` or `1MB/s` → bytes per minute."""
+    match = _RATE.fullmatch(str(text))
+    if not match:
+        raise UsageError(f"{where}: {text!r}: a rate looks like 100KB/min or 1MB/s")
+    per_minute = float(match.group(1)) * _UNITS[match.group(2)] * (60 if match.group(3) == "s" else 1)
+    if not math.isfinite(per_minute) or per_minute <= 0:
+        raise UsageError(f"{where}: {text!r}: the rate must be positive")
+    return per_minute
+
+
+@dataclass(frozen=True)
+class ExfilWindow:
+    """A physical exfiltration written into a synthetic capture: `bytes_per_minute` along `path` for a window.
+
+    `path` lists services of the application and ends with `outside`; `start` counts seconds from the run's start.
+    """
+
+    path: tuple[str, ...]
+    bytes_per_minute: float
+    start: float
+    duration: float = 60.0
+
+    @classmethod
+    def from_text(cls, text: str, app: App, where: str = "--exfil") -> ExfilWindow:
+        """The command line's form: `path=user-db,user,front-end,outside;rate=100KB/min;start=1200;duration=120`."""
+        fields = dict(part.split("=", 1) for part in text.split(";") if "=" in part)
+        unknown = set(fields) - {"path", "rate", "start", "duration"}
+        if unknown or not {"path", "rate", "start"} <= set(fields):
+            raise UsageError(f"{where} {text!r}: use path=SVC,...,outside;rate=100KB/min;start=S[;duration=S]")
+        entry: dict[str, Any] = {**fields, "path": [p.strip() for p in fields["path"].split(",")]}
+        return cls.from_mapping(entry, app, f"{where} {text!r}")
+
+    @classmethod
+    def from_mapping(cls, entry: Mapping[str, Any], app: App, where: str) -> ExfilWindow:
+        """The config's form: `{path: [user-db, user, front-end, outside], rate: 100KB/min, start: 1200}`."""
+        path = tuple(str(p) for p in entry["path"])
+        if len(path) < 2 or path[-1] != "outside" or any(p not in app.services for p in path[:-1]):
+            raise UsageError(f"{where}: the path lists services of {app.name} and ends with 'outside', not {path}")
+        times = {}
+        for key, default in (("start", None), ("duration", cls.duration)):
+            try:
+                times[key] = float(entry.get(key, default))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise UsageError(f"{where}: {key}: {entry.get(key)!r} is not a number of seconds") from None
+            if not math.isfinite(times[key]) or times[key] < 0 or (key == "duration" and times[key] == 0):
+                raise UsageError(f"{where}: {key}: {entry.get(key)!r} must be a positive number of seconds")
+        return cls(path, parse_rate(entry["rate"], f"{where}: rate"), times["start"], times["duration"])
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of an application under load, whatever makes it (the synthetic source or a cluster).
+
+    `mix` holds the request mix normalised over the application's behaviours; `start` and `exfil` only apply to
+    synthetic runs (a cluster's clock is its own, and physical exfiltration is only generated).
+    """
+
+    app: App
+    users: int
+    duration: float = 1800.0
+    mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    seed: int = 0
+    snaplen: int = 128
+    rotate: int = 600
+    start: int = DEFAULT_START
+    exfil: tuple[ExfilWindow, ...] = ()
+
+    MIN_SNAPLEN = 68  # the link, IP and TCP headers: less and ports are lost
+
+    def __post_init__(self) -> None:
+        if self.snaplen < self.MIN_SNAPLEN:
+            raise UsageError(f"snaplen {self.snaplen}: at least {self.MIN_SNAPLEN} bytes (link, IP and TCP headers)")
+
+    @classmethod
+    def from_config(
+        cls, name: str, entry: Mapping[str, Any], defaults: Mapping[str, Any], seed: int, app: App
+    ) -> RunSpec:
+        """A run of the workflow's config (`runs.NAME`), with the config's `defaults` and seed where it is silent."""
+        where = f"runs.{name}"
+        exfil = tuple(
+            ExfilWindow.from_mapping(window, app, f"{where}.exfil[{i}]")
+            for i, window in enumerate(entry.get("exfil", []))
+        )
+        return cls(
+            app=app,
+            users=int(entry["users"]),
+            duration=float(entry.get("duration", defaults.get("duration", cls.duration))),
+            mix=normalise_mix(entry.get("mix") or DEFAULT_MIX, list(app.requests), f"{where}.mix"),
+            seed=int(entry.get("seed", seed)),
+            snaplen=int(defaults.get("snaplen", cls.snaplen)),
+            rotate=int(defaults.get("rotate", cls.rotate)),
+            exfil=exfil,
+        )
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """How a run is collected on a Kubernetes cluster (`mimir collect`, or `source: cluster` in the workflow)."""
+
+    kubeconfig: Path | None = None
+    context: str | None = None
+    server: str | None = None  # an API server URL without authentication, instead of a kubeconfig
+    manifests: Path | None = None  # default: config/k8s/<APP>
+    locustfile: Path | None = None  # default: the built-in behaviours of the application
+    target: str | None = None  # the entry URL, when the entry service's NodePort is not reachable
+    capture_netns: str = "container:minikube"
+    interface: str = "any"
+    buffer_kib: int = 32768
+    spawn_rate: float = 10.0
+    customers: int = 1000
+    populate: bool = True
+    cpu_percent: int = 50
+    ready_timeout: float = 900.0
+    service_network: str = SERVICE_NETWORK
+    least_privilege_watch: bool = True
+    keep: bool = False
+
+    @classmethod
+    def from_config(cls, cluster: Mapping[str, Any]) -> ClusterSpec:
+        """The workflow's `cluster` section (already checked against the schema)."""
+        values = dict(cluster)
+        for key in ("kubeconfig", "manifests", "locustfile"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+
+PAPER_SPLIT = MappingProxyType({"train": 0.6, "validation": 0.2, "test": 0.2})
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How attacks are injected and feature tables computed (`mimir features`, or `features` in the workflow)."""
+
+    granularities: tuple[int, ...] = (10, 60)
+    rates: tuple[float, ...] = (10.0, 1.0, 0.1, 0.05, 0.01)  # MB per minute: the paper's five
+    attack_seconds: int = 60
+    attacked_share: float = 0.2  # of the run's time
+    rate_sd: float = 0.1  # an attack's rate spread, as a share of the rate
+    max_path_length: int = 5  # services on an attack path, `outside` excluded
+    split: Mapping[str, float] = field(default_factory=lambda: dict(PAPER_SPLIT))
+
+
+def rate_name(rate: float) -> str:
+    """A rate as it appears in file names (`0.1.parquet`); config validation makes these unique."""
+    return f"{rate:g}"
+
+
+def split_method(name: str) -> tuple[str, int | None]:
+    """`mimir@10` → ("mimir", 10); `lasso` → ("lasso", None)."""
+    base, sep, tg = name.partition(GRANULARITY_SEPARATOR)
+    if not sep:
+        return base, None
+    if not tg.isdigit() or int(tg) < 1:
+        raise UsageError(f"{name!r}: a method on one granularity is written METHOD@SECONDS, such as mimir@10")
+    return base, int(tg)
+
+
+def check_granularities(granularities: Sequence[int], bin_seconds: int, where: str) -> None:
+    """Intervals are built from whole flow bins: every granularity must be a multiple of the bin."""
+    bad = [tg for tg in granularities if tg % bin_seconds]
+    if bad:
+        raise UsageError(f"{where}: {bad} s is not a multiple of the flows' {bin_seconds} s bin")
