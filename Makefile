@@ -43,11 +43,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Re-resolve the pinned versions (needs the network); commit the result.
+# Re-resolve the pinned versions (needs the network), with every extra: the venv of `make setup` holds them all.
+# Commit the result.
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet '.[test]' 'setuptools>=75'
+	.lock-venv/bin/pip install --quiet '.[workflow,cluster,provision,test]' 'setuptools>=75'
 	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mimir|pip)( |==)' > requirements.lock
 	rm -rf .lock-venv
 	$(PYTHON) envs/from_lock.py

@@ -78,6 +78,7 @@ def test_check_mode_over_the_whole_site_passes_and_changes_nothing(tmp_path: Pat
     tasks = task_lines(done.stderr)
     roles = {task.split(" : ")[0] for task in tasks if " : " in task}
     assert roles == {"base", "docker", "minikube", "kubectl", "helm", "capture", "sbcl", "loadgen", "mimir"}
+    assert len(tasks) == len(set(tasks))  # minikube's dependencies (base, docker) do not run a second time
     assert "  failed" not in done.stderr
     recap = done.stderr.split("RECAP\n", 1)[1]
     assert recap.startswith("  localhost: ok=") and " failed=0 " in recap

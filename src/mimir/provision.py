@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mimir.errors import Interrupted, IOFailure, ProvisionError, UsageError
+from mimir.extras import require_extra
 from mimir.io import atomic_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -249,6 +250,7 @@ def provision(
     stream: TextIO | None = None,
 ) -> ProvisionResult:
     """Run ansible/site.yml on the inventory's hosts; raise ProvisionError naming host and task on a failure."""
+    require_extra("provision", "mimir provision")
     import ansible_runner
 
     inventory = _check_inventory(inventory)
