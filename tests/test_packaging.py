@@ -169,7 +169,7 @@ def test_the_workflow_catalog_file_says_what_the_workflow_supports() -> None:
     """conda: every rule that runs a job names the rules' environment; no container, so no apptainer."""
     usage = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
     assert set(usage["mandatory-flags"]) == {"desc", "flags"}
-    assert "config/README.md" in usage["mandatory-flags"]["desc"]
+    assert "config/README.md" in usage["mandatory-flags"]["desc"] and (REPO / "config" / "README.md").is_file()
     deployment = usage["software-stack-deployment"]
     assert deployment == {"conda": True, "apptainer": False, "apptainer+conda": False, "report": True}
     rules = "".join(path.read_text() for path in sorted((REPO / "rules").glob("*.smk")))
