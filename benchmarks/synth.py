@@ -11,6 +11,7 @@ IPv4, TCP) on a slice, extrapolated to the same packet count.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mimir.network import POD_NETWORK, SERVICE_NETWORK
 
 MIMIR = Path(sys.executable).with_name("mimir")
 
@@ -40,12 +43,13 @@ def scapy_rate(out: Path, packets: int = 20_000) -> float:
     """Packets per second for scapy to build SLL2/IPv4/TCP frames like mimir's and write them with wrpcap."""
     from scapy.all import IP, TCP, CookedLinuxV2, Raw, wrpcap
 
+    pod, vip = str(ipaddress.ip_network(POD_NETWORK)[5]), str(ipaddress.ip_network(SERVICE_NETWORK)[0xC01])
     start = time.perf_counter()
     frames = []
     for k in range(packets):
         frame = (
             CookedLinuxV2(proto=0x0800)
-            / IP(src="10.244.0.5", dst="10.96.12.1")
+            / IP(src=pod, dst=vip)
             / TCP(sport=40000 + k % 20000, dport=80, seq=k * 1000, ack=1, flags="PA")
             / Raw(b"\x00" * 60)
         )

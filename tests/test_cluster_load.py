@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from mimir.errors import ClusterError, UsageError
+from mimir.loadmodel import daily_curve
 from mimir.sources.cluster.load import ENV, LoadPlan, run_locust
-from mimir.sources.synthetic import daily_curve
 
 
 def plan(**changes: object) -> LoadPlan:

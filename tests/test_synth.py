@@ -18,10 +18,12 @@ from oracle import flow_totals
 
 from mimir.apps import load_app
 from mimir.capture.ingest import ingest
-from mimir.sources.synthetic import SynthConfig, daily_curve, parse_mix, synthesize
+from mimir.loadmodel import DEFAULT_MIX, PHASES, daily_curve, parse_mix
+from mimir.network import EXFIL_DESTINATION, KUBE_DNS_VIP, LOAD_GENERATOR_IP, NODE_IP, POD_NETWORK, SERVICE_NETWORK
+from mimir.sources.synthetic import Exfiltration, SynthConfig, synthesize
 
 APPS = ["sockshop", "wordpress", "online-boutique"]
-MIX = "browse=0.5,buy=0.3,register=0.2"
+MIX = ",".join(f"{kind}={weight}" for kind, weight in DEFAULT_MIX.items())
 
 
 def config(app: str, duration: float = 480, users: int = 20, mix: str = MIX, seed: int = 1, **kw) -> SynthConfig:
@@ -114,7 +116,7 @@ def test_traffic_matrix_follows_the_application(tmp: Path, app: str) -> None:
         assert ("pod", caller, "pod", callee) in edges  # after DNAT, pod to pod
         assert ("pod", caller, "service", callee) in edges  # before DNAT, pod to the service VIP
         assert ("service", callee, "pod", caller) in edges  # the response, before un-DNAT
-    assert ("outside", "192.168.49.1", "service", model.entry) in edges  # the load generator, through the VIP
+    assert ("outside", LOAD_GENERATOR_IP, "service", model.entry) in edges  # the load generator, through the VIP
     assert any(k[:2] == ("pod", caller) and k[2:] == ("service", "kube-dns") for k in edges for caller, _ in declared)
     assert any(k[0] == "node" and k[2] == "pod" for k in edges)  # kubelet probes
     for r in model.replication:
@@ -132,9 +134,12 @@ def test_sockshop_edges_and_addressing(tmp: Path) -> None:
     entities = Entities(out / "entities.jsonl")
     for e in entities.events:
         for ip in e["ips"]:
-            network = {"pod": "10.244.0.0/16", "service": "10.96.0.0/12", "node": "192.168.49.2/32"}[e["kind"]]
+            network = {"pod": POD_NETWORK, "service": SERVICE_NETWORK, "node": f"{NODE_IP}/32"}[e["kind"]]
             assert ipaddress.ip_address(ip) in ipaddress.ip_network(network)
-    assert "192.168.49.1" not in entities.spans  # the load generator is outside the cluster
+    assert LOAD_GENERATOR_IP not in entities.spans  # the load generator is outside the cluster
+    info = json.loads((out / "run.json").read_text())
+    assert info["addresses"] == {"node": NODE_IP, "load_generator": LOAD_GENERATOR_IP, "pod_network": POD_NETWORK,
+                                 "service_network": SERVICE_NETWORK, "kube_dns": KUBE_DNS_VIP}  # fmt: skip
 
 
 def test_autoscaling_adds_and_removes_pods_and_reuses_addresses(tmp: Path) -> None:
@@ -153,13 +158,13 @@ def test_autoscaling_adds_and_removes_pods_and_reuses_addresses(tmp: Path) -> No
 
 def peak_request_bytes(out: Path, flows: pa.Table, entry: str) -> int:
     info = json.loads((out / "run.json").read_text())
-    phase = (info["end"] - info["start"]) / 24
+    phase = (info["end"] - info["start"]) / PHASES
     lo, hi = info["start"] + 18 * phase, info["start"] + 19 * phase
     vip = next(
         e["ips"][0] for e in Entities(out / "entities.jsonl").events if e["kind"] == "service" and e["name"] == entry
     )
     rows = flows.filter(
-        pa.compute.and_(pa.compute.equal(flows["src"], "192.168.49.1"), pa.compute.equal(flows["dst"], vip))
+        pa.compute.and_(pa.compute.equal(flows["src"], LOAD_GENERATOR_IP), pa.compute.equal(flows["dst"], vip))
     )
     return sum(r["bytes"] for r in rows.to_pylist() if lo <= r["ts"] < hi)
 
@@ -196,8 +201,6 @@ def test_same_arguments_same_bytes_other_seed_other_bytes(tmp_path: Path) -> Non
 def test_physical_exfiltration_is_in_the_capture_and_in_run_json(tmp_path: Path) -> None:
     spec = "path=user-db,user,front-end,outside;rate=600KB/min;start=200;duration=120"
     cfg = config("sockshop", duration=400, users=10)
-    from mimir.sources.synthetic import Exfiltration
-
     cfg.exfiltration = [Exfiltration.parse(spec, cfg.app)]
     result = synthesize(cfg, tmp_path / "run", truth=True)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -206,7 +209,7 @@ def test_physical_exfiltration_is_in_the_capture_and_in_run_json(tmp_path: Path)
     assert window["bytes"] == pytest.approx(1.2e6, rel=0.01)
     assert window["start"] == info["start"] + 200 and window["end"] == info["start"] + 320
     flows, _ = ingest(result.files, progress=False)
-    out_rows = [r for r in flows.to_pylist() if r["dst"] == "203.0.113.66"]
+    out_rows = [r for r in flows.to_pylist() if r["dst"] == EXFIL_DESTINATION]
     assert out_rows and all(window["start"] <= r["ts"] < window["end"] for r in out_rows)
     pod_ip = next(e["ips"][0] for e in Entities(tmp_path / "run" / "entities.jsonl").events
                   if e["name"] == window["pods"][2])  # fmt: skip

@@ -19,8 +19,9 @@ import numpy as np
 from numba import njit
 
 from mimir.capture.decode import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
-from mimir.capture.pcapwrite import pcap_header, put_be, put_ipv4, put_ports, put_record_header
+from mimir.capture.pcapwrite import pcap_header, write_records
 from mimir.io import atomic_path
+from mimir.network import EPHEMERAL_PORTS
 
 _CHUNK = 1 << 20  # packets generated and written at a time
 
@@ -48,7 +49,7 @@ def make_traffic(pairs: int, ipv6_share: float, rng: np.random.Generator) -> Tra
         if k % 2:  # the responses of the previous pair
             src[-1], dst[-1] = dst[-2], src[-2]
     proto = np.where(rng.random(pairs) < 0.85, 6, 17).astype(np.int64)
-    sport = rng.integers(32768, 61000, pairs)
+    sport = rng.integers(*EPHEMERAL_PORTS, pairs)
     # service ports whose tshark dissectors take a zero-filled payload in their stride (DNS and MySQL over TCP
     # raise an exception per zero byte pair, which would make the tshark comparison unfair)
     dport = rng.choice(np.array([80, 443, 8080, 8443, 9090, 50051]), pairs)
@@ -67,60 +68,21 @@ def _address_words(addresses: list[str]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 @njit(cache=True)
-def _write_records(
-    out, pair, length, sec, usec, snaplen, linktype, family, s_hi, s_lo, d_hi, d_lo, proto, sp, dp, sent
-):
-    """Fill out with pcap records (little-endian headers, zero payload); return the bytes used.
+def _tcp_streams(pair, length, link, family, proto, sent, seq, ack, flags):
+    """Sequence and acknowledgement numbers and flags of the TCP packets, in capture order.
 
-    sent[k] is what pair k has sent so far: TCP sequence numbers continue it, and acknowledge the reverse pair
-    (k ^ 1), so that analysers see well-formed streams.
+    sent[k] is what pair k has sent so far: its next segment continues it and acknowledges the reverse pair
+    (k ^ 1), so that analysers see well-formed streams. A segment with data is PSH+ACK, a bare one ACK.
     """
-    o = 0
     for i in range(pair.shape[0]):
         k = pair[i]
-        caplen = min(length[i], snaplen)
-        put_record_header(out, o, sec[i], usec[i], caplen, length[i])
-        f = o + 16
-        end = f + caplen
-        out[f:end] = 0
-        v6 = family[k] == 6
-        if linktype == 1:  # Ethernet: locally administered MACs, then the EtherType
-            out[f] = 0x02
-            out[f + 6] = 0x02
-            put_be(out, f + 12, 0x86DD if v6 else 0x0800, 2)
-            ip = f + 14
-        else:  # Linux cooked v2: protocol, reserved, interface, ARPHRD_ETHER, packet type, address
-            put_be(out, f, 0x86DD if v6 else 0x0800, 2)
-            put_be(out, f + 8, 1, 2)
-            out[f + 11] = 6
-            ip = f + 20
-        frame_left = length[i] - (ip - f)
-        if v6:
-            out[ip] = 0x60
-            put_be(out, ip + 4, max(frame_left - 40, 0), 2)
-            out[ip + 6] = proto[k]
-            out[ip + 7] = 64
-            put_be(out, ip + 8, s_hi[k], 8)
-            put_be(out, ip + 16, s_lo[k], 8)
-            put_be(out, ip + 24, d_hi[k], 8)
-            put_be(out, ip + 32, d_lo[k], 8)
-            t = ip + 40
-        else:
-            t = put_ipv4(out, ip, frame_left, proto[k], s_lo[k], d_lo[k])
-        put_ports(out, t, end, sp[k], dp[k])
-        if proto[k] == 6:
-            payload = max(frame_left - (t - ip) - 20, 0)
-            if t + 14 <= end:
-                put_be(out, t + 4, (sent[k] + 1) & 0xFFFFFFFF, 4)
-                put_be(out, t + 8, (sent[k ^ 1] + 1) & 0xFFFFFFFF, 4)
-                out[t + 12] = 0x50  # data offset: 20 bytes
-                out[t + 13] = 0x18 if payload else 0x10  # PSH+ACK with data, a bare ACK without
-                put_be(out, t + 14, 65535, 2)
-            sent[k] += payload
-        elif proto[k] == 17 and t + 6 <= end:
-            put_be(out, t + 4, max(frame_left - (t - ip), 8), 2)
-        o = end
-    return o
+        if proto[k] != 6:
+            continue
+        payload = max(length[i] - link - (40 if family[k] == 6 else 20) - 20, 0)
+        seq[i] = (sent[k] + 1) & 0xFFFFFFFF
+        ack[i] = (sent[k ^ 1] + 1) & 0xFFFFFFFF
+        flags[i] = 0x18 if payload else 0x10
+        sent[k] += payload
 
 
 @dataclass
@@ -182,12 +144,17 @@ def write_capture(
     truth = GroundTruth(np.zeros(pairs, np.int64), np.zeros(pairs, np.int64))
     sent = np.zeros(pairs + 1, np.int64)  # TCP bytes sent per pair (one spare for the last pair's reverse)
     out = np.empty(_CHUNK * (16 + min(snaplen, 1514)), np.uint8)
+    link = 14 if linktype == LINKTYPE_ETHERNET else 20  # link header bytes
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         f.write(pcap_header(snaplen, linktype))
         for pair, length, sec, usec in _packet_chunks(packets, family, rate, start, rng):
-            used = _write_records(
-                out, pair, length, sec, usec, snaplen, linktype, family, s_hi, s_lo, d_hi, d_lo,
-                traffic.proto, traffic.sport, traffic.dport, sent,
+            n = pair.shape[0]
+            seq, ack, flags = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+            _tcp_streams(pair, length, link, family, traffic.proto, sent, seq, ack, flags)
+            used = write_records(
+                out, sec, usec, length, snaplen, linktype, 0, family[pair], s_hi[pair], s_lo[pair],
+                d_hi[pair], d_lo[pair], traffic.proto[pair], traffic.sport[pair], traffic.dport[pair],
+                seq, ack, flags, 65535, False,
             )  # fmt: skip
             f.write(memoryview(out)[:used])
             truth.packets += np.bincount(pair, minlength=pairs)

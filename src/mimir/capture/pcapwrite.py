@@ -1,6 +1,8 @@
-"""Writing classic pcap: the file header and numba helpers that put fields into a record buffer.
+"""Writing classic pcap: the file header, and one numba kernel that writes the records of header-only frames.
 
-Shared by the capture generator (tests, benchmarks) and the synthetic source of runs.
+Shared by the capture generator (tests, benchmarks) and the synthetic source of runs, so that both write their
+frames (Ethernet or Linux cooked v2, IPv4 or IPv6, TCP or UDP) the same way; the payload is zeros, as a capture
+with a small snaplen would cut it anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ def pcap_header(snaplen: int, linktype: int) -> bytes:
 def put_be(out, o, value, width):
     """A big-endian (network order) field of `width` bytes."""
     for k in range(width):
+        out[o + k] = (value >> (8 * (width - 1 - k))) & 0xFF
+
+
+@njit(inline="always", cache=True)
+def put_be_cut(out, o, value, width, end):
+    """A big-endian field, cut where the snaplen ends the frame (at `end`), as a capture would cut it."""
+    for k in range(min(width, end - o)):
         out[o + k] = (value >> (8 * (width - 1 - k))) & 0xFF
 
 
@@ -55,3 +64,69 @@ def put_ports(out, t, end, sport, dport):
     if t + 4 <= end:
         put_be(out, t, sport, 2)
         put_be(out, t + 2, dport, 2)
+
+
+@njit(inline="always", cache=True)
+def put_ipv6(out, ip, payload_length, proto, src_hi, src_lo, dst_hi, dst_lo):
+    """A 40-byte IPv6 header (hop limit 64); returns where the transport header starts."""
+    out[ip] = 0x60
+    put_be(out, ip + 4, payload_length, 2)
+    out[ip + 6] = proto
+    out[ip + 7] = 64
+    put_be(out, ip + 8, src_hi, 8)
+    put_be(out, ip + 16, src_lo, 8)
+    put_be(out, ip + 24, dst_hi, 8)
+    put_be(out, ip + 32, dst_lo, 8)
+    return ip + 40
+
+
+@njit(cache=True)
+def write_records(
+    out, sec, usec, length, snaplen, linktype, interface, family, src_hi, src_lo, dst_hi, dst_lo,
+    proto, sport, dport, seq, ack, flags, window, dont_fragment,
+):  # fmt: skip
+    """Fill `out` with pcap records of header-only frames, one per packet; return the bytes used.
+
+    Per packet: time, frame `length`, IP `family` (4 or 6; an IPv4 address is in the `_lo` word), `proto` (6: TCP,
+    17: UDP), ports, and for TCP `seq`, `ack` and `flags`. Per capture: `linktype` (1: Ethernet with locally
+    administered MACs, else Linux cooked v2 on interface index `interface`), the TCP `window` and whether IPv4
+    sets don't-fragment. Headers are written only where the snaplen leaves room for them.
+    """
+    o = 0
+    for i in range(sec.shape[0]):
+        caplen = min(length[i], snaplen)
+        put_record_header(out, o, sec[i], usec[i], caplen, length[i])
+        f = o + 16
+        end = f + caplen
+        out[f:end] = 0
+        ethertype = 0x86DD if family[i] == 6 else 0x0800
+        if linktype == 1:  # Ethernet: locally administered MACs, then the EtherType
+            out[f] = 0x02
+            out[f + 6] = 0x02
+            put_be(out, f + 12, ethertype, 2)
+            ip = f + 14
+        else:  # Linux cooked v2: protocol, reserved, interface index, ARPHRD_ETHER, packet type, address length
+            put_be(out, f, ethertype, 2)
+            put_be(out, f + 4, interface, 4)
+            put_be(out, f + 8, 1, 2)
+            out[f + 11] = 6
+            ip = f + 20
+        frame_left = length[i] - (ip - f)
+        if family[i] == 6:
+            t = put_ipv6(out, ip, max(frame_left - 40, 0), proto[i], src_hi[i], src_lo[i], dst_hi[i], dst_lo[i])
+        else:
+            t = put_ipv4(out, ip, frame_left, proto[i], src_lo[i], dst_lo[i])
+            if dont_fragment:
+                out[ip + 6] = 0x40
+        put_ports(out, t, end, sport[i], dport[i])
+        if proto[i] == 6:
+            if t + 14 <= end:
+                put_be(out, t + 4, seq[i], 4)
+                put_be(out, t + 8, ack[i], 4)
+                out[t + 12] = 0x50  # data offset: 20 bytes
+                out[t + 13] = flags[i]
+                put_be_cut(out, t + 14, window, 2, end)
+        elif proto[i] == 17 and t + 6 <= end:
+            put_be(out, t + 4, max(frame_left - (t - ip), 8), 2)
+        o = end
+    return o

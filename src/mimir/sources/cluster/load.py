@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mimir.errors import ClusterError, UsageError
-from mimir.sources.synthetic import PHASES, daily_curve
+from mimir.loadmodel import PHASES, daily_curve
 
 ENV = "MIMIR_LOAD"
 CSV_PREFIX = "locust"  # locust_stats.csv, locust_stats_history.csv, locust_failures.csv, locust_exceptions.csv
@@ -77,7 +77,7 @@ class LoadPlan:
         return self.duration / self.phases
 
     def phase_users(self) -> list[int]:
-        """Users in each phase: the synthetic source's daily curve (repeated when the plan spans several days)."""
+        """Users in each phase: the load model's daily curve (repeated when the plan spans several days)."""
         return np.tile(daily_curve(self.users), self.phases // PHASES).tolist()
 
     def phase_at(self, elapsed: float) -> int | None:
