@@ -231,6 +231,80 @@ def cluster() -> Iterator[tuple[KubeServer, Any]]:
             yield server, api
 
 
+def check_clock(run: dict[str, Any]) -> None:
+    """One clock: every step in order, in UTC epoch seconds."""
+    clock = run["clock"]
+    order = ["collect_started", "ready", "populated", "entities_listed", "capture_started"]
+    stamps = [clock[k] for k in order] + [run["start"], run["end"], clock["capture_stopped"], clock["collect_stopped"]]
+    assert stamps == sorted(stamps)
+    assert run["end"] - run["start"] >= 8
+
+
+def check_load(run: dict[str, Any], state: Shop, out: Path) -> None:
+    """Population and load reached the application; Locust's numbers match the server's."""
+    assert state.hits["POST /register"] >= 3
+    load = run["load"]
+    assert load["requests"] > 0
+    population = 3 * 4  # per customer: register, login, card, address
+    probe = 1  # the entry point's health probe before t0
+    in_flight = sum(state.hits.values()) - population - probe - load["requests"]
+    assert 0 <= in_flight <= 4  # Locust does not count a request its stopping user never saw answered
+    assert load["phases"] == [int(v) for v in load["phases"]] and len(load["phases"]) == 24
+    assert (out / "load" / "locust_stats_history.csv").is_file()
+
+
+def check_facts(run: dict[str, Any]) -> None:
+    """Versions and addresses for the later stages."""
+    assert run["cluster"]["nodes"][0]["kubelet_version"] == "v1.31.0"
+    assert {w["name"] for w in run["cluster"]["workloads"]} >= set(APP.services)
+    assert run["tools"]["tcpdump"] and run["tools"]["locust"]
+    assert run["addresses"]["load_generator"] == "127.0.0.1"
+    assert run["addresses"]["kube_dns"] == "10.96.0.10"
+    assert run["addresses"]["pod_network"] == "10.244.0.0/24"
+
+
+def check_capture(run: dict[str, Any], out: Path, target: str, tmp_path: Path) -> None:
+    """Rotated files that mimir reads, holding the load's packets; statistics recorded."""
+    capture = run["capture"]
+    assert capture["files"] and all((out / f).is_file() for f in capture["files"])
+    assert capture["link_type"] == 1  # on `lo` tcpdump writes Ethernet framing (on `any`, Linux cooked v2)
+    assert capture["packets"] > 0 and capture["dropped"] == 0
+    flows_path = tmp_path / "flows.parquet"
+    ingest = subprocess.run(
+        [sys.executable, "-m", "mimir.cli", "ingest", *[str(out / f) for f in capture["files"]], "-o", str(flows_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    flows = pq.read_table(flows_path).to_pandas()
+    port = int(target.rsplit(":", 1)[1])
+    to_shop = flows[(flows["dport"] == port) & (flows["ts"] >= int(run["start"]))]
+    assert to_shop["packets"].sum() > 0
+
+
+def check_entities(run: dict[str, Any], out: Path) -> None:
+    """A full listing at t0 (services and the pods the controllers made), then the teardown's deletions."""
+    events = read_events(out / "entities.jsonl")
+    listed = [e for e in events if e["ts"] == events[0]["ts"]]
+    assert {e["name"] for e in listed if e["kind"] == "service" and e["namespace"] == NS} >= set(APP.services)
+    pods = [e for e in listed if e["kind"] == "pod" and e["namespace"] == NS]
+    assert {e["owner"] for e in pods} >= {f"deployment/{name}" for name in ("front-end", "carts", "orders")}
+    assert run["entities"]["events"]
+
+
+def check_least_privilege(server: KubeServer, issued: list[dict[str, Any]]) -> None:
+    """The watcher's ServiceAccount got a token, and the watcher listed and watched with it (the emulator checks
+    no credentials: what the token may do is the ClusterRole's test in test_cluster_api)."""
+    assert len(issued) == 1
+    entity_paths = {f"/api/v1/{plural}" for plural in ("pods", "services", "endpoints", "nodes")}
+    token_request = next(r.id for r in server.emulator["post"] if str(r.url).endswith("/token"))
+    watcher = [r for r in server.emulator["get"] if r.url.path in entity_paths and r.id > token_request]
+    assert any(r.params.get("watch") == "true" for r in watcher)
+    assert {r.headers.get("Authorization") for r in watcher} == {"Bearer token-for-mimir-watcher"}
+    assert not any(r.headers.get("Authorization") for r in server.emulator["post"] if "/token" not in str(r.url))
+
+
 def test_collect_writes_a_complete_run_bundle_and_tears_down(
     cluster: tuple[KubeServer, Any], shop: tuple[Shop, str], tmp_path: Path
 ) -> None:
@@ -252,73 +326,14 @@ def test_collect_writes_a_complete_run_bundle_and_tears_down(
     assert "complete" in done.stdout
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "complete", run.get("problems")
-    assert run["source"] == "cluster"
-    assert run["app"] == "sockshop"
-
-    # one clock: every step in order, in UTC epoch seconds
-    clock = run["clock"]
-    order = ["collect_started", "ready", "populated", "entities_listed", "capture_started"]
-    stamps = [clock[k] for k in order] + [run["start"], run["end"], clock["capture_stopped"], clock["collect_stopped"]]
-    assert stamps == sorted(stamps)
-    assert run["end"] - run["start"] >= 8
-
-    # population and load reached the application; Locust's numbers match the server's
-    assert state.hits["POST /register"] >= 3
-    load = run["load"]
-    assert load["requests"] > 0
-    population = 3 * 4  # per customer: register, login, card, address
-    probe = 1  # the entry point's health probe before t0
-    in_flight = sum(state.hits.values()) - population - probe - load["requests"]
-    assert 0 <= in_flight <= 4  # Locust does not count a request its stopping user never saw answered
-    assert load["phases"] == [int(v) for v in load["phases"]] and len(load["phases"]) == 24
-    assert (out / "load" / "locust_stats_history.csv").is_file()
-
-    # versions and addresses for the later stages
-    assert run["cluster"]["nodes"][0]["kubelet_version"] == "v1.31.0"
-    assert {w["name"] for w in run["cluster"]["workloads"]} >= set(APP.services)
-    assert run["tools"]["tcpdump"] and run["tools"]["locust"]
-    assert run["addresses"]["load_generator"] == "127.0.0.1"
-    assert run["addresses"]["kube_dns"] == "10.96.0.10"
-    assert run["addresses"]["pod_network"] == "10.244.0.0/24"
-
-    # the capture: rotated files that mimir reads, holding the load's packets; statistics recorded
-    capture = run["capture"]
-    assert capture["files"] and all((out / f).is_file() for f in capture["files"])
-    assert capture["link_type"] == 1  # on `lo` tcpdump writes Ethernet framing (on `any`, Linux cooked v2)
-    assert capture["packets"] > 0 and capture["dropped"] == 0
-    flows_path = tmp_path / "flows.parquet"
-    ingest = subprocess.run(
-        [sys.executable, "-m", "mimir.cli", "ingest", *[str(out / f) for f in capture["files"]], "-o", str(flows_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert ingest.returncode == 0, ingest.stderr
-    flows = pq.read_table(flows_path).to_pandas()
-    port = int(target.rsplit(":", 1)[1])
-    to_shop = flows[(flows["dport"] == port) & (flows["ts"] >= int(run["start"]))]
-    assert to_shop["packets"].sum() > 0
-
-    # entities: a full listing at t0 (services and the pods the controllers made), then the teardown's deletions
-    events = read_events(out / "entities.jsonl")
-    listed = [e for e in events if e["ts"] == events[0]["ts"]]
-    assert {e["name"] for e in listed if e["kind"] == "service" and e["namespace"] == NS} >= set(APP.services)
-    pods = [e for e in listed if e["kind"] == "pod" and e["namespace"] == NS]
-    assert {e["owner"] for e in pods} >= {f"deployment/{name}" for name in ("front-end", "carts", "orders")}
-    assert run["entities"]["events"]
-
-    # least privilege: the watcher's ServiceAccount got a token, and the watcher listed and watched with it (the
-    # emulator checks no credentials: what the token may do is the ClusterRole's test in test_cluster_api)
-    assert len(issued) == 1
-    entity_paths = {f"/api/v1/{plural}" for plural in ("pods", "services", "endpoints", "nodes")}
-    token_request = next(r.id for r in server.emulator["post"] if str(r.url).endswith("/token"))
-    watcher = [r for r in server.emulator["get"] if r.url.path in entity_paths and r.id > token_request]
-    assert any(r.params.get("watch") == "true" for r in watcher)
-    assert {r.headers.get("Authorization") for r in watcher} == {"Bearer token-for-mimir-watcher"}
-    assert not any(r.headers.get("Authorization") for r in server.emulator["post"] if "/token" not in str(r.url))
-
-    # teardown: nothing of the application is left in the cluster
-    assert remaining_workloads(api) == []
+    assert (run["source"], run["app"]) == ("cluster", "sockshop")
+    check_clock(run)
+    check_load(run, state, out)
+    check_facts(run)
+    check_capture(run, out, target, tmp_path)
+    check_entities(run, out)
+    check_least_privilege(server, issued)
+    assert remaining_workloads(api) == []  # teardown: nothing of the application is left in the cluster
     assert run["teardown"]["left"] == []
 
 

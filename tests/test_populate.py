@@ -13,7 +13,7 @@ import base64
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
@@ -28,8 +28,11 @@ from mimir.sources.cluster import populate
 JOB = Path(__file__).resolve().parents[1] / "config" / "k8s" / "wordpress" / "90-populate-job.yaml"
 
 
+Answer = tuple[int, object, dict[str, str]]  # status, JSON body, cookies to set
+
+
 class FrontEnd:
-    """The shop's state and the counts the tests check."""
+    """The shop's state and the counts the tests check; answers each request as the front-end would."""
 
     def __init__(self, fail_first: int = 0, always: int | None = None):
         self.lock = threading.Lock()
@@ -42,6 +45,53 @@ class FrontEnd:
         self.fail_first = fail_first  # answer 503 to this many first requests
         self.always = always  # answer this status to everything
         self.ids = count(1)
+
+    def refusal(self) -> int | None:
+        """The status every request gets (`always`), or the next of the first failures; None to serve it."""
+        with self.lock:
+            if self.always is not None:
+                return self.always
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return 503
+        return None
+
+    def post(self, path: str, sid: str, body: dict[str, str]) -> Answer:
+        with self.lock:
+            if path == "/register":
+                return self._register(sid, body)
+            if path in ("/cards", "/addresses"):
+                return self._add(path, sid)
+        return 404, None, {}
+
+    def _register(self, sid: str, body: dict[str, str]) -> Answer:
+        if body["username"] in self.customers:
+            return 500, None, {}
+        customer_id = f"c{next(self.ids)}"
+        self.customers[body["username"]] = (body["password"], customer_id)
+        self.registered[body["username"]] += 1
+        self.sessions[sid] = customer_id
+        return 200, {"id": customer_id}, {"logged_in": sid}
+
+    def _add(self, path: str, sid: str) -> Answer:
+        customer_id = self.sessions.get(sid)
+        if customer_id is None:
+            return 500, None, {}
+        username = next(u for u, (_, i) in self.customers.items() if i == customer_id)
+        (self.cards if path == "/cards" else self.addresses)[username] += 1
+        return 200, {"id": f"x{next(self.ids)}"}, {}
+
+    def get(self, path: str, sid: str, authorization: str) -> Answer:
+        if path != "/login":
+            return 404, None, {}
+        username, _, password = base64.b64decode(authorization.removeprefix("Basic ")).decode().partition(":")
+        with self.lock:
+            known = self.customers.get(username)
+            if known is None or known[0] != password:
+                return 401, None, {}
+            self.sessions[sid] = known[1]
+            self.logins[username] += 1
+        return 200, "Cookie is set", {"logged_in": sid}
 
 
 def make_handler(shop: FrontEnd) -> type[BaseHTTPRequestHandler]:
@@ -65,66 +115,22 @@ def make_handler(shop: FrontEnd) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _body(self) -> dict[str, str]:
-            return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
-
-        def _refuse(self) -> bool:
-            with shop.lock:
-                if shop.always is not None:
-                    self._answer(shop.always)
-                    return True
-                if shop.fail_first > 0:
-                    shop.fail_first -= 1
-                    self._answer(503)
-                    return True
-            return False
+        def _serve(self, respond: Callable[[str], Answer]) -> None:
+            """Refuse as the shop says, else answer in the session (a new one gets its md.sid cookie)."""
+            refused = shop.refusal()
+            if refused is not None:
+                self._answer(refused)
+                return
+            sid, new = self._session()
+            status, body, cookies = respond(sid)
+            self._answer(status, body, ({"md.sid": sid} if new else {}) | cookies)
 
         def do_POST(self) -> None:
-            body = self._body()
-            if self._refuse():
-                return
-            sid, new = self._session()
-            cookies = {"md.sid": sid} if new else {}
-            with shop.lock:
-                if self.path == "/register":
-                    if body["username"] in shop.customers:
-                        self._answer(500, cookies=cookies)
-                        return
-                    customer_id = f"c{next(shop.ids)}"
-                    shop.customers[body["username"]] = (body["password"], customer_id)
-                    shop.registered[body["username"]] += 1
-                    shop.sessions[sid] = customer_id
-                    self._answer(200, {"id": customer_id}, {**cookies, "logged_in": sid})
-                    return
-                if self.path in ("/cards", "/addresses"):
-                    customer_id = shop.sessions.get(sid)
-                    if customer_id is None:
-                        self._answer(500, cookies=cookies)
-                        return
-                    username = next(u for u, (_, i) in shop.customers.items() if i == customer_id)
-                    (shop.cards if self.path == "/cards" else shop.addresses)[username] += 1
-                    self._answer(200, {"id": f"x{next(shop.ids)}"}, cookies)
-                    return
-            self._answer(404, cookies=cookies)
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+            self._serve(lambda sid: shop.post(self.path, sid, body))
 
         def do_GET(self) -> None:
-            if self._refuse():
-                return
-            sid, new = self._session()
-            cookies = {"md.sid": sid} if new else {}
-            if self.path != "/login":
-                self._answer(404, cookies=cookies)
-                return
-            header = self.headers.get("Authorization", "")
-            username, _, password = base64.b64decode(header.removeprefix("Basic ")).decode().partition(":")
-            with shop.lock:
-                known = shop.customers.get(username)
-                if known is None or known[0] != password:
-                    self._answer(401, cookies=cookies)
-                    return
-                shop.sessions[sid] = known[1]
-                shop.logins[username] += 1
-            self._answer(200, "Cookie is set", {**cookies, "logged_in": sid})
+            self._serve(lambda sid: shop.get(self.path, sid, self.headers.get("Authorization", "")))
 
     return Handler
 
@@ -149,7 +155,9 @@ def test_every_customer_is_registered_once_logged_in_with_card_and_address(serve
     shop = FrontEnd()
     url = serve(shop)
     seen: list[str] = []
-    counts = populate.populate_sockshop(url, 25, seed=3, progress=seen.append, workers=4, backoff=0.0)
+    counts = populate.populate_sockshop(
+        url, 25, seed=3, progress=seen.append, pacing=populate.Pacing(workers=4, backoff=0.0)
+    )
     names = {c.username for c in populate.sockshop_customers(25, 3)}
     assert counts == {"customers": 25, "registered": 25, "existed": 0, "cards": 25, "addresses": 25}
     assert set(shop.registered) == names and set(shop.registered.values()) == {1}
@@ -162,8 +170,8 @@ def test_every_customer_is_registered_once_logged_in_with_card_and_address(serve
 def test_a_second_run_finds_the_customers_already_there(serve) -> None:
     shop = FrontEnd()
     url = serve(shop)
-    populate.populate_sockshop(url, 6, seed=1, workers=2, backoff=0.0)
-    again = populate.populate_sockshop(url, 6, seed=1, workers=2, backoff=0.0)
+    populate.populate_sockshop(url, 6, seed=1, pacing=populate.Pacing(workers=2, backoff=0.0))
+    again = populate.populate_sockshop(url, 6, seed=1, pacing=populate.Pacing(workers=2, backoff=0.0))
     assert again["registered"] == 0 and again["existed"] == 6
     assert set(shop.registered.values()) == {1}
 
@@ -171,14 +179,14 @@ def test_a_second_run_finds_the_customers_already_there(serve) -> None:
 def test_transient_refusals_are_retried(serve) -> None:
     shop = FrontEnd(fail_first=3)
     url = serve(shop)
-    counts = populate.populate_sockshop(url, 2, seed=0, workers=1, attempts=5, backoff=0.0)
+    counts = populate.populate_sockshop(url, 2, seed=0, pacing=populate.Pacing(workers=1, attempts=5, backoff=0.0))
     assert counts["registered"] == 2 and shop.fail_first == 0
 
 
 def test_a_shop_that_keeps_failing_is_a_cluster_error_naming_the_url(serve) -> None:
     url = serve(FrontEnd(always=500))
     with pytest.raises(ClusterError) as failure:
-        populate.populate_sockshop(url, 3, seed=0, workers=2, attempts=2, backoff=0.0)
+        populate.populate_sockshop(url, 3, seed=0, pacing=populate.Pacing(workers=2, attempts=2, backoff=0.0))
     assert f"{url}/register" in str(failure.value)
     assert "500" in str(failure.value)
 
@@ -190,7 +198,7 @@ def test_a_card_refused_names_its_url(serve) -> None:
     # A shop that forgets every session: registration works, the card is refused (not logged in).
     shop.sessions = _Forgetful()
     with pytest.raises(ClusterError) as failure:
-        populate.populate_sockshop(url, 1, seed=0, workers=1, attempts=1, backoff=0.0)
+        populate.populate_sockshop(url, 1, seed=0, pacing=populate.Pacing(workers=1, attempts=1, backoff=0.0))
     assert f"POST {url}/cards" in str(failure.value) and "HTTP 500" in str(failure.value)
 
 

@@ -9,7 +9,6 @@ from a normal distribution, and cut it into ~500 B packets along every hop with 
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from mimir.errors import UsageError
 
 PACKET_BYTES = 500
 ACK_BYTES = 40
-PAPER_RATES = (10.0, 1.0, 0.1, 0.05, 0.01)  # MB per minute
 
 
 @dataclass(frozen=True)
@@ -104,17 +102,107 @@ def active_pods(edges: pd.DataFrame) -> tuple[dict[str, tuple[np.ndarray, np.nda
     return pods, vips
 
 
-def inject(
-    pods: dict[str, tuple[np.ndarray, np.ndarray]],
-    vips: dict[str, str],
-    paths: list[tuple[str, ...]],
-    calls: set[tuple[str, str]],
-    start: int,
-    end: int,
-    rate_mb_per_min: float,
-    seed: int,
-    cfg: InjectionConfig,
-) -> pd.DataFrame:
+Edge = tuple[str, str, str, str, str, str]  # src, dst, src kind, src service, dst kind, dst service
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What every rate's injection into one run shares: the attack paths; where they can run (per service, when each
+    of its pods sent something: seconds and pod names in time order; each service's VIP); the benign calls
+    (caller, callee) between services; and the run's span [start, end) in seconds."""
+
+    paths: list[tuple[str, ...]]
+    pods: dict[str, tuple[np.ndarray, np.ndarray]]
+    vips: dict[str, str]
+    calls: set[tuple[str, str]]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _Attack:
+    """One attack's data stream: ~500 B packets every second of `seconds`, with an ACK for every two coming back."""
+
+    number: int
+    path: tuple[str, ...]
+    rate: float
+    seconds: np.ndarray
+    data: np.ndarray  # bytes sent per second
+
+    def frames(self, hop: int, forms: list[Edge]) -> list[pd.DataFrame]:
+        """The rows of one hop: per concrete edge (src, dst, kinds, services), the data one way and ACKs back."""
+        packets = -(-self.data // PACKET_BYTES)
+        acks = -(-packets // 2)
+        frames = []
+        for src, dst, sk, ss, dk, ds in forms:
+            data_way = (src, dst, self.data, packets, sk, ss, dk, ds)
+            ack_way = (dst, src, acks * ACK_BYTES, acks, dk, ds, sk, ss)
+            for a_end, b_end, nbytes, count, a_kind, a_service, b_kind, b_service in (data_way, ack_way):
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "attack": self.number,
+                            "path": ">".join(self.path),
+                            "rate": self.rate,
+                            "ts": self.seconds,
+                            "hop": hop,
+                            "src": a_end,
+                            "dst": b_end,
+                            "bytes": nbytes,
+                            "packets": count,
+                            "src_kind": a_kind,
+                            "src_service": a_service,
+                            "dst_kind": b_kind,
+                            "dst_service": b_service,
+                        }
+                    )
+                )
+        return frames
+
+
+COLUMNS = [
+    "attack",
+    "path",
+    "rate",
+    "ts",
+    "hop",
+    "src",
+    "dst",
+    "bytes",
+    "packets",
+    "src_kind",
+    "src_service",
+    "dst_kind",
+    "dst_service",
+]
+
+
+def _pick_pods(
+    pods: dict[str, tuple[np.ndarray, np.ndarray]], path: tuple[str, ...], t0: int, rng: np.random.Generator
+) -> list[str]:
+    """A pod of every service on the path but `outside`, among those active within 30 s of the attack's start."""
+    chosen = []
+    for service in path[:-1]:
+        ts, names = pods.get(service, (np.zeros(0), np.zeros(0, dtype=object)))
+        lo, hi = np.searchsorted(ts, [t0 - 30, t0 + 30])
+        candidates = sorted(set(names[lo:hi] if hi > lo else names))
+        chosen.append(candidates[int(rng.integers(len(candidates)))] if candidates else f"{service}/?")
+    return chosen
+
+
+def _hop_edges(targets: Targets, path: tuple[str, ...], hop: int, chosen: list[str]) -> list[Edge]:
+    """The concrete edges that carry hop a → b."""
+    a, b = path[hop], path[hop + 1]
+    pa = chosen[hop]
+    if b == OUTSIDE:
+        return [(pa, OUTSIDE, POD, a, OUTSIDE, OUTSIDE)]
+    pb = chosen[hop + 1]
+    if (b, a) in targets.calls:  # b pulls the data in responses, through a's VIP
+        return [(pa, pb, POD, a, POD, b), (targets.vips.get(a, pa), pb, VIP, a, POD, b)]
+    return [(pa, targets.vips.get(b, pb), POD, a, VIP, b), (pa, pb, POD, a, POD, b)]  # a pushes it in requests
+
+
+def inject(targets: Targets, rate_mb_per_min: float, seed: int, cfg: InjectionConfig) -> pd.DataFrame:
     """The injected traffic: one row per (attack, second, concrete edge) with bytes and packets.
 
     A hop a → b is a response when b calls a in benign traffic (b's pod receives it from a's pod and from a's
@@ -122,74 +210,20 @@ def inject(
     from the pod to `outside`. Pods are picked among those active at the attack's start.
     """
     rng = np.random.default_rng(seed)
-    columns = [
-        "attack",
-        "path",
-        "rate",
-        "ts",
-        "hop",
-        "src",
-        "dst",
-        "bytes",
-        "packets",
-        "src_kind",
-        "src_service",
-        "dst_kind",
-        "dst_service",
-    ]
+    paths = targets.paths
     if not paths or rate_mb_per_min <= 0:
-        return pd.DataFrame(columns=columns)
-    starts = _schedule(start, end, cfg, rng)
-    rows = []
-    for attack, t0 in enumerate(starts):
-        path = paths[attack % len(paths)] if attack < len(paths) else paths[int(rng.integers(len(paths)))]
+        return pd.DataFrame(columns=COLUMNS)
+    frames = []
+    for number, t0 in enumerate(_schedule(targets.start, targets.end, cfg, rng)):
+        path = paths[number % len(paths)] if number < len(paths) else paths[int(rng.integers(len(paths)))]
         rate = max(0.0, rng.normal(rate_mb_per_min, cfg.rate_sd * rate_mb_per_min))
-        per_second = rate * 1e6 / 60
-        chosen = []
-        for service in path[:-1]:
-            ts, names = pods.get(service, (np.zeros(0), np.zeros(0, dtype=object)))
-            lo, hi = np.searchsorted(ts, [t0 - 30, t0 + 30])
-            candidates = sorted(set(names[lo:hi] if hi > lo else names))
-            chosen.append(candidates[int(rng.integers(len(candidates)))] if candidates else f"{service}/?")
-        seconds = np.arange(t0, min(t0 + cfg.attack_seconds, end))
-        data = rng.poisson(per_second, seconds.shape[0]).astype(np.int64)
-        packets = -(-data // PACKET_BYTES)
-        acks = -(-packets // 2)
-        label = ">".join(path)
-        for hop, (a, b) in enumerate(itertools.pairwise(path)):
-            pa = chosen[hop]
-            if b == OUTSIDE:
-                forms = [(pa, OUTSIDE, POD, a, OUTSIDE, OUTSIDE)]
-            elif (b, a) in calls:  # b pulls the data in responses, through a's VIP
-                pb = chosen[hop + 1]
-                forms = [(pa, pb, POD, a, POD, b), (vips.get(a, pa), pb, VIP, a, POD, b)]
-            else:  # a pushes the data in requests, through b's VIP
-                pb = chosen[hop + 1]
-                forms = [(pa, vips.get(b, pb), POD, a, VIP, b), (pa, pb, POD, a, POD, b)]
-            for src, dst, sk, ss, dk, ds in forms:
-                data_way = (src, dst, data, packets, sk, ss, dk, ds)
-                ack_way = (dst, src, acks * ACK_BYTES, acks, dk, ds, sk, ss)
-                for a_end, b_end, nbytes, count, a_kind, a_service, b_kind, b_service in (data_way, ack_way):
-                    rows.append(
-                        pd.DataFrame(
-                            {
-                                "attack": attack,
-                                "path": label,
-                                "rate": rate,
-                                "ts": seconds,
-                                "hop": hop,
-                                "src": a_end,
-                                "dst": b_end,
-                                "bytes": nbytes,
-                                "packets": count,
-                                "src_kind": a_kind,
-                                "src_service": a_service,
-                                "dst_kind": b_kind,
-                                "dst_service": b_service,
-                            }
-                        )
-                    )
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    table = pd.concat(rows, ignore_index=True)
+        chosen = _pick_pods(targets.pods, path, t0, rng)
+        seconds = np.arange(t0, min(t0 + cfg.attack_seconds, targets.end))
+        data = rng.poisson(rate * 1e6 / 60, seconds.shape[0]).astype(np.int64)
+        attack = _Attack(number, path, rate, seconds, data)
+        for hop in range(len(path) - 1):
+            frames += attack.frames(hop, _hop_edges(targets, path, hop, chosen))
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.concat(frames, ignore_index=True)
     return table[table["packets"] > 0].reset_index(drop=True)

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mimir.entities import POD, VIP
-
 
 @dataclass
 class Graphs:
@@ -29,14 +27,6 @@ class Graphs:
         service = self.nodes["service"].to_numpy()
         e = self.edges.assign(src=service[self.edges["src"]], dst=service[self.edges["dst"]])
         return e.groupby(["interval", "src", "dst"], as_index=False, sort=True)[["bytes", "packets"]].sum()
-
-    def pods_of(self, service: str) -> np.ndarray:
-        n = self.nodes
-        return n.index[(n["service"] == service) & (n["kind"] == POD)].to_numpy()
-
-    def vip_of(self, service: str) -> np.ndarray:
-        n = self.nodes
-        return n.index[(n["service"] == service) & (n["kind"] == VIP)].to_numpy()
 
 
 @dataclass

@@ -97,14 +97,25 @@ def sockshop_customers(count: int, seed: int) -> list[Customer]:
     return [sockshop_customer(i, seed) for i in range(count)]
 
 
+@dataclass(frozen=True)
+class Pacing:
+    """How population treats the shop: customers created in parallel, and how a refused request is retried
+    (`attempts` in all, waits doubling from `backoff` seconds, each request given `timeout` seconds)."""
+
+    workers: int = 8
+    attempts: int = 5
+    backoff: float = 1.0
+    timeout: float = 30.0
+
+
 class _Shop:
     """One customer's browser session against the front-end, retrying what a busy or starting shop refuses."""
 
-    def __init__(self, base_url: str, attempts: int, backoff: float, timeout: float):
+    def __init__(self, base_url: str, pacing: Pacing):
         self.base = base_url.rstrip("/")
-        self.attempts = attempts
-        self.backoff = backoff
-        self.timeout = timeout
+        self.attempts = pacing.attempts
+        self.backoff = pacing.backoff
+        self.timeout = pacing.timeout
         self.session = requests.Session()
 
     def call(self, method: str, path: str, *, accept: frozenset[int] = frozenset({200}), **kwargs: Any) -> int:
@@ -125,9 +136,9 @@ class _Shop:
         raise ClusterError(f"{method} {url} kept failing after {self.attempts} attempts (last: {last})")
 
 
-def _populate_one(base_url: str, customer: Customer, attempts: int, backoff: float, timeout: float) -> str:
+def _populate_one(base_url: str, customer: Customer, pacing: Pacing) -> str:
     """Register, log in, add a card and an address; 'registered' or 'existed' (a rerun, or a lost reply)."""
-    shop = _Shop(base_url, attempts, backoff, timeout)
+    shop = _Shop(base_url, pacing)
     try:
         registered = shop.call("POST", "/register", json=customer.registration())
         reason = f"HTTP {registered}"
@@ -154,22 +165,18 @@ def populate_sockshop(
     count: int,
     seed: int,
     progress: Callable[[str], None] | None = None,
-    workers: int = 8,
-    *,
-    attempts: int = 5,
-    backoff: float = 1.0,
-    timeout: float = 30.0,
+    pacing: Pacing = Pacing(),
 ) -> dict[str, int]:
     """Create the `count` customers of `seed` through the front-end at base_url, each with a card and an address.
 
     Returns {"customers", "registered", "existed", "cards", "addresses"}. Raises ClusterError naming the URL when
-    the shop keeps refusing (transient answers are retried `attempts` times with doubling waits).
+    the shop keeps refusing (transient answers are retried `pacing.attempts` times with doubling waits).
     """
     customers = sockshop_customers(count, seed)
     counts = {"customers": count, "registered": 0, "existed": 0, "cards": 0, "addresses": 0}
     step = max(1, count // 10)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(_populate_one, base_url, c, attempts, backoff, timeout) for c in customers]
+    with ThreadPoolExecutor(max_workers=max(1, pacing.workers)) as pool:
+        futures = [pool.submit(_populate_one, base_url, c, pacing) for c in customers]
         try:
             for done, future in enumerate(futures, start=1):
                 counts[future.result()] += 1
