@@ -113,7 +113,9 @@ def peak_rss_mb(path: Path, out: Path) -> float:
     return int(done.stderr.split()[-1]) / 1024
 
 
-def row(name: str, seconds: float, packets: int, size: int, mimir_seconds: float, note: str = "") -> str:
+def row(name: str, seconds: float, capture: tuple[int, int], mimir_seconds: float, note: str = "") -> str:
+    """One table row; `capture` is (packets, bytes) of the file read."""
+    packets, size = capture
     return (
         f"| {name} | {seconds:.2f} | {packets / seconds / 1e6:.3f} | {size / seconds / 1e6:,.0f} | "
         f"{seconds / mimir_seconds:,.1f}x | {note} |"
@@ -127,26 +129,26 @@ def bench_file(label: str, path: Path, packets: int, work: Path, full: bool) -> 
     print(f"\n### {label}: {path.name}, {size / 1e9:.2f} GB, {packets:,} packets ({size / packets:.0f} B/record)\n")
     print("| reader | seconds | M packets/s | MB/s | time vs mimir | note |")
     print("|---|---:|---:|---:|---:|---|")
-    print(row("mimir ingest (in process, best of 3)", mimir_s, packets, size, mimir_s))
+    print(row("mimir ingest (in process, best of 3)", mimir_s, (packets, size), mimir_s))
     cli = timed(lambda: subprocess.run(
         [str(Path(sys.executable).with_name("mimir")), "ingest", str(path), "-o", str(work / "cli.parquet")],
         stdout=subprocess.DEVNULL, check=True,
     ))  # fmt: skip
-    print(row("mimir ingest (command, incl. start-up)", cli, packets, size, mimir_s))
+    print(row("mimir ingest (command, incl. start-up)", cli, (packets, size), mimir_s))
     cat_s = min(timed(lambda: run_cat(path)) for _ in range(3))
-    print(row("cat FILE > /dev/null", cat_s, packets, size, mimir_s))
+    print(row("cat FILE > /dev/null", cat_s, (packets, size), mimir_s))
     if full:
-        print(row("tshark -T fields (same fields)", timed(lambda: run_tshark(path)), packets, size, mimir_s))
-        print(row("dpkt decode + Counter", timed(lambda: run_dpkt(path)), packets, size, mimir_s))
+        print(row("tshark -T fields (same fields)", timed(lambda: run_tshark(path)), (packets, size), mimir_s))
+        print(row("dpkt decode + Counter", timed(lambda: run_dpkt(path)), (packets, size), mimir_s))
     else:
         part = 200_000
         sliced = head_slice(path, part, work / "slice.pcap")
         t = timed(lambda: run_tshark(sliced)) * packets / part
-        print(row("tshark -T fields (same fields)", t, packets, size, mimir_s, f"{part:,}-packet slice, scaled"))
+        print(row("tshark -T fields (same fields)", t, (packets, size), mimir_s, f"{part:,}-packet slice, scaled"))
     part = 5_000
     sliced = head_slice(path, part, work / "slice.pcap")
     t = timed(lambda: run_pyshark(sliced)) * packets / part
-    print(row("pyshark FileCapture", t, packets, size, mimir_s, f"{part:,}-packet slice, scaled"))
+    print(row("pyshark FileCapture", t, (packets, size), mimir_s, f"{part:,}-packet slice, scaled"))
 
 
 def main() -> int:

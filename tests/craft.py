@@ -22,19 +22,11 @@ def udp(sport: int, dport: int, payload: bytes = b"") -> bytes:
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-def ipv4(
-    src: str,
-    dst: str,
-    proto: int,
-    payload: bytes,
-    *,
-    fragment_offset: int = 0,
-    more_fragments: bool = False,
-    total_length: int | None = None,
-) -> bytes:
-    flags = (0x2000 if more_fragments else 0) | (fragment_offset // 8)
-    length = 20 + len(payload) if total_length is None else total_length
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 7, flags, 64, proto, 0, _addr(src), _addr(dst))
+def ipv4(src: str, dst: str, proto: int, payload: bytes, *, fragment: tuple[int, bool] = (0, False)) -> bytes:
+    """An IPv4 packet; `fragment` is (byte offset of the payload in the datagram, whether more fragments follow)."""
+    offset, more = fragment
+    flags = (0x2000 if more else 0) | (offset // 8)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 7, flags, 64, proto, 0, _addr(src), _addr(dst))
     return header + payload
 
 

@@ -334,10 +334,11 @@ class KubeServer:
         return self.run(self.emulator.open_watches)
 
 
-def node_object(
-    name: str, internal_ip: str, kubelet: str, runtime: str, os_image: str, *, hostname: bool = False
-) -> dict[str, Any]:
-    """A Node as the kubelet reports it: what facts.cluster_facts and facts.entry_url read (tests play the kubelet)."""
+def node_object(name: str, internal_ip: str, info: tuple[str, str, str], *, hostname: bool = False) -> dict[str, Any]:
+    """A Node as the kubelet reports it: what facts.cluster_facts and facts.entry_url read (tests play the kubelet).
+
+    `info` is (kubelet version, container runtime, OS image)."""
+    kubelet, runtime, os_image = info
     addresses = [{"type": "Hostname", "address": name}] if hostname else []
     return {
         "apiVersion": "v1",

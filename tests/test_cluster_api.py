@@ -254,7 +254,7 @@ def test_wait_ready_raises_on_a_failed_job(server: KubeServer, api: Any, tmp_pat
 
 def test_entry_url_and_cluster_facts(api: Any, tmp_path: Path) -> None:
     deploy_app(api, tmp_path)
-    node = node_object("node-1", "192.168.49.2", "v1.30.4", "containerd://1.7.2", "Debian 12", hostname=True)
+    node = node_object("node-1", "192.168.49.2", ("v1.30.4", "containerd://1.7.2", "Debian 12"), hostname=True)
     kube.request_json(api, "POST", "/api/v1/nodes", body=node)
     dns = {"metadata": {"name": "kube-dns"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53}]}}
     kube.request_json(api, "POST", "/api/v1/namespaces/kube-system/services", body=dns)

@@ -161,7 +161,7 @@ class Controllers:
 
 def cluster_basics(api: Any) -> None:
     """What minikube has before anything is deployed: the node and kube-dns."""
-    node = node_object("minikube", "127.0.0.1", "v1.31.0", "docker://27.2.0", "Ubuntu 22.04.4 LTS")
+    node = node_object("minikube", "127.0.0.1", ("v1.31.0", "docker://27.2.0", "Ubuntu 22.04.4 LTS"))
     kube.request_json(api, "POST", "/api/v1/nodes", body=node)
     dns = {
         "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns"}},

@@ -167,8 +167,8 @@ def test_ipv6_extension_headers_and_fragments(tmp_path: Path) -> None:
 def test_ipv4_fragments_and_uncaptured_ports(tmp_path: Path) -> None:
     datagram = udp(5000, 6000, b"d" * 100)
     frames = [
-        ether(ipv4("10.1.0.1", "10.1.0.2", 17, datagram[:64], more_fragments=True), ETH_IPV4),
-        ether(ipv4("10.1.0.1", "10.1.0.2", 17, datagram[64:], fragment_offset=64), ETH_IPV4),
+        ether(ipv4("10.1.0.1", "10.1.0.2", 17, datagram[:64], fragment=(0, True)), ETH_IPV4),
+        ether(ipv4("10.1.0.1", "10.1.0.2", 17, datagram[64:], fragment=(64, False)), ETH_IPV4),
         ether(ipv4("10.1.0.3", "10.1.0.4", 6, tcp(7000, 8000, b"p" * 500)), ETH_IPV4),
     ]
     records = [Record(T0 * 10**6, f) for f in frames[:2]]

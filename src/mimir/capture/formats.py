@@ -76,7 +76,7 @@ def _rd32(buf, o, big):
 
 
 @njit(cache=True)
-def walk_pcap(buf, pos, end, big, nsec_per_unit, linktype, r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec):
+def walk_pcap(buf, pos, end, big, nsec_per_unit, linktype, r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec):  # noqa: PLR0913, PLR0917
     """Find classic pcap records from pos: (records found, next position, outcome, offending value)."""
     n = 0
     cap = r_off.shape[0]
@@ -100,7 +100,7 @@ def walk_pcap(buf, pos, end, big, nsec_per_unit, linktype, r_off, r_caplen, r_or
 
 
 @njit(cache=True)
-def walk_pcapng(
+def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0917
     buf,
     pos,
     end,

@@ -68,7 +68,7 @@ def _address_words(addresses: list[str]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 @njit(cache=True)
-def _tcp_streams(pair, length, link, family, proto, sent, seq, ack, flags):
+def _tcp_streams(pair, length, link, family, proto, sent, seq, ack, flags):  # noqa: PLR0913, PLR0917
     """Sequence and acknowledgement numbers and flags of the TCP packets, in capture order.
 
     sent[k] is what pair k has sent so far: its next segment continues it and acknowledges the reverse pair
