@@ -20,16 +20,17 @@ from mimir.apps import load_app
 from mimir.capture.ingest import ingest
 from mimir.loadmodel import DEFAULT_MIX, PHASES, daily_curve, parse_mix
 from mimir.network import EXFIL_DESTINATION, KUBE_DNS_VIP, LOAD_GENERATOR_IP, NODE_IP, POD_NETWORK, SERVICE_NETWORK
-from mimir.sources.synthetic import Exfiltration, SynthConfig, synthesize
+from mimir.sources.synthetic import synthesize
+from mimir.spec import ExfilWindow, RunSpec
 
 APPS = ["sockshop", "wordpress", "online-boutique"]
 MIX = ",".join(f"{kind}={weight}" for kind, weight in DEFAULT_MIX.items())
 
 
-def config(app: str, duration: float = 480, users: int = 20, mix: str = MIX, seed: int = 1, **kw) -> SynthConfig:
+def config(app: str, duration: float = 480, users: int = 20, mix: str = MIX, seed: int = 1, **kw) -> RunSpec:
     model = load_app(app)
-    return SynthConfig(app=model, duration=duration, users=users, mix=parse_mix(mix, list(model.requests)), seed=seed,
-                       **kw)  # fmt: skip
+    return RunSpec(app=model, duration=duration, users=users, mix=parse_mix(mix, list(model.requests)), seed=seed,
+                   **kw)  # fmt: skip
 
 
 @cache
@@ -200,8 +201,7 @@ def test_same_arguments_same_bytes_other_seed_other_bytes(tmp_path: Path) -> Non
 
 def test_physical_exfiltration_is_in_the_capture_and_in_run_json(tmp_path: Path) -> None:
     spec = "path=user-db,user,front-end,outside;rate=600KB/min;start=200;duration=120"
-    cfg = config("sockshop", duration=400, users=10)
-    cfg.exfiltration = [Exfiltration.parse(spec, cfg.app)]
+    cfg = config("sockshop", duration=400, users=10, exfil=(ExfilWindow.from_text(spec, load_app("sockshop")),))
     result = synthesize(cfg, tmp_path / "run", truth=True)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     (window,) = info["exfiltration"]

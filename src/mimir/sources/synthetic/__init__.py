@@ -1,4 +1,4 @@
-"""The synthetic source of runs (design §5): a seeded simulation of a microservice application under load, as a
+"""The synthetic source of runs: a seeded simulation of a microservice application under load, as a
 capture on a Kubernetes node's `any` interface would show it.
 
 The work goes through layers, each of which hands the next a table:
@@ -9,12 +9,12 @@ The work goes through layers, each of which hands the next a table:
   after the service VIP's DNAT, or before and after egress SNAT), sorted by time in batches;
 - bundle.py writes them as Linux cooked v2 records (mimir.capture.pcapwrite), rotated into several files, with
   entities.jsonl and run.json.
+What a run is asked for is a mimir.spec.RunSpec, the same object the command line and the workflow build.
 Keeping packets out of the simulation keeps it small, and a long run's packets never all in memory.
 """
 
 from __future__ import annotations
 
 from mimir.sources.synthetic.bundle import SynthResult, synthesize
-from mimir.sources.synthetic.config import Exfiltration, SynthConfig
 
-__all__ = ["Exfiltration", "SynthConfig", "SynthResult", "synthesize"]
+__all__ = ["SynthResult", "synthesize"]

@@ -26,7 +26,6 @@ from mimir.capture.decode import LINKTYPE_LINUX_SLL2
 from mimir.capture.pcapwrite import pcap_header, write_records
 from mimir.io import atomic_dir
 from mimir.loadmodel import daily_curve
-from mimir.sources.synthetic.config import SynthConfig
 from mimir.sources.synthetic.packets import ordered_packets
 from mimir.sources.synthetic.simulation import Simulation
 
@@ -47,7 +46,7 @@ class SynthResult:
 class _CaptureWriter:
     """Writes sorted packets into pcap files rotated every `rotate` seconds of capture time."""
 
-    def __init__(self, folder: Path, cfg: SynthConfig, count: bool):
+    def __init__(self, folder: Path, cfg: RunSpec, count: bool):
         self.folder, self.cfg = folder, cfg
         self.files: list[Path] = []
         self.current: int | None = None
@@ -110,14 +109,12 @@ def _ip(v: int) -> str:
 
 
 def synthesize(
-    cfg: SynthConfig | RunSpec, out: Path, *, truth: bool = False, progress: bool | None = None, batch: int = 200_000
+    cfg: RunSpec, out: Path, *, truth: bool = False, progress: bool | None = None, batch: int = 200_000
 ) -> SynthResult:
     """Write the run bundle (capture/, entities.jsonl, run.json) into `out`; same config, same bytes.
 
     With truth=True the result also carries the generator's own packet and byte count per address pair.
     """
-    if not isinstance(cfg, SynthConfig):
-        cfg = SynthConfig.from_spec(cfg)
     sim = Simulation(cfg)
     conns = sim.run()
     n = conns["t0"].shape[0]
@@ -226,7 +223,7 @@ def _run_info(sim: Simulation, writer: _CaptureWriter, files: list[Path]) -> dic
         "generator": {
             "seed": cfg.seed,
             "snaplen": cfg.snaplen,
-            "rotate_seconds": cfg.rotate,
+            "rotate_seconds": float(cfg.rotate),  # run.json has always said 600.0
             "app_sha256": _app_digest(cfg.app),
         },
         "tools": {"mimir": __version__},

@@ -11,8 +11,8 @@ import numpy as np
 
 from mimir.apps import App, Call, Step
 from mimir.loadmodel import PHASES, daily_curve
-from mimir.sources.synthetic.config import SynthConfig
 from mimir.sources.synthetic.connections import RTT
+from mimir.spec import RunSpec
 
 
 def step_templates(app: App) -> tuple[list[list[int]], list[Step]]:
@@ -29,7 +29,7 @@ def step_templates(app: App) -> tuple[list[list[int]], list[Step]]:
 
 
 def step_instances(
-    cfg: SynthConfig, sessions: list[list[int]], rng: np.random.Generator
+    cfg: RunSpec, sessions: list[list[int]], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Start times (s since start) and step template of every page a user requests."""
     kinds = list(cfg.app.requests)

@@ -19,9 +19,9 @@ import numpy as np
 
 from mimir import network
 from mimir.network import EPHEMERAL_PORTS
-from mimir.sources.synthetic.config import SynthConfig
 from mimir.sources.synthetic.connections import MODE_STREAM, MODE_TCP, MODE_UDP, Connections
 from mimir.sources.synthetic.sessions import call_templates, step_instances, step_templates
+from mimir.spec import RunSpec
 
 SERVICE_NETWORK = ipaddress.IPv4Network(network.SERVICE_NETWORK)
 POD_NETWORK = ipaddress.IPv4Network(network.POD_NETWORK)
@@ -51,7 +51,7 @@ class Pods:
 class Simulation:
     """One run's cluster under its load; `run()` gives the connection table, the attributes its pods and VIPs."""
 
-    def __init__(self, cfg: SynthConfig):
+    def __init__(self, cfg: RunSpec):
         self.cfg = cfg
         self.app = cfg.app
         self.rng = np.random.default_rng(cfg.seed)
@@ -343,7 +343,7 @@ class Simulation:
         rng = self.rng
         ip = np.array(self.pods.ip, np.int64)
         calls = self.app.edges()
-        for ex in self.cfg.exfiltration:
+        for ex in self.cfg.exfil:
             w = min(int(ex.start // SCALE_WINDOW), self.windows - 1)
             pods = [
                 int(serving[self.index[s], w, rng.integers(0, (serving[self.index[s], w] >= 0).sum())])
