@@ -1,6 +1,13 @@
-"""The flow table: one row per (bin, src, dst, proto, sport, dport), built in place by the numba kernel.
+"""The flow table: one row per (bin, src, dst, proto, sport, dport), filled in place by a numba kernel.
 
-Its memory grows with the number of distinct flows per bin (the output), never with the number of packets.
+`aggregate` takes a block of records (formats.py) and, in one pass, finds each frame's IP header (decode.py),
+reads its addresses, protocol and ports, interns both addresses and finds or creates the row of its flow. All
+state lives in numpy arrays owned by `FlowTable`; when a table is full the kernel stops and reports where, the
+table grows, and the call resumes there. Memory grows with the number of distinct flows per bin (the output),
+never with the number of packets.
+
+numba caches a kernel by the date of its own file only: after editing decode.py or binary.py, which are compiled
+into `aggregate`, touch this file (or delete the package's `__pycache__`) so that the kernel is rebuilt.
 """
 
 from __future__ import annotations
@@ -10,11 +17,39 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+from numba import njit
 
-from mimir.capture import decode
+from mimir.capture.binary import be16, be32, be64
+from mimir.capture.decode import (
+    FAMILY_IPV4,
+    IPV4_DST_AT,
+    IPV4_FRAGMENT_AT,
+    IPV4_FRAGMENT_OFFSET,
+    IPV4_MIN_HEADER,
+    IPV4_PROTOCOL_AT,
+    IPV4_SRC_AT,
+    IPV4_TOTAL_LENGTH_AT,
+    IPV6_DST_AT,
+    IPV6_HEADER,
+    IPV6_NEXT_HEADER_AT,
+    IPV6_SRC_AT,
+    N_STATS,
+    NOT_IP,
+    STAT_BAD_IP,
+    STAT_IPV4,
+    STAT_IPV6,
+    STAT_NON_IP,
+    has_ports,
+    ipv6_upper_layer,
+    network_layer,
+)
 
 if TYPE_CHECKING:
     from mimir.capture.formats import RecordBlock
+
+# Kernel outcomes.
+DONE = 0
+GROW = 1  # a table is full: grow it and resume at the returned record
 
 FLOWS_SCHEMA = pa.schema(
     [
@@ -35,13 +70,173 @@ FLOWS_SCHEMA = pa.schema(
 )
 
 
+@njit(inline="always", cache=True)
+def _mix(h, v):
+    h ^= v + np.uint64(0x9E3779B97F4A7C15) + (h << np.uint64(6)) + (h >> np.uint64(2))
+    return h
+
+
+@njit(inline="always", cache=True)
+def _finish(h):
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@njit(inline="always", cache=True)
+def _flow_hash(b, src, dst, proto, sport, dport):
+    key = (np.int64(proto) << 32) | (np.int64(sport) << 16) | np.int64(dport)
+    return _finish(_mix(_mix(_mix(np.uint64(b), np.uint64(src)), np.uint64(dst)), np.uint64(key)))
+
+
+@njit(inline="always", cache=True)
+def _ip_hash(family, hi, lo):
+    return _finish(_mix(_mix(np.uint64(family), hi), lo))
+
+
+@njit(inline="always", cache=True)
+def _intern_ip(family, hi, lo, ip_slots, ip_family, ip_hi, ip_lo, counts):
+    """The id of an address, added if new (the caller made sure there is room)."""
+    mask = np.uint64(ip_slots.shape[0] - 1)
+    s = _ip_hash(family, hi, lo) & mask
+    while True:
+        row = ip_slots[s]
+        if row < 0:
+            n = counts[1]
+            ip_family[n] = family
+            ip_hi[n] = hi
+            ip_lo[n] = lo
+            ip_slots[s] = n
+            counts[1] = n + 1
+            return n
+        if ip_lo[row] == lo and ip_hi[row] == hi and ip_family[row] == family:
+            return row
+        s = (s + np.uint64(1)) & mask
+
+
+@njit(cache=True)
+def aggregate(  # noqa: PLR0912, PLR0913, PLR0915, PLR0917
+    buf, rec_off, rec_caplen, rec_origlen, rec_link, rec_sec, start, n_records, bin_seconds, stats, counts,
+    flow_slots, f_bin, f_src, f_dst, f_proto, f_sport, f_dport, f_packets, f_bytes,
+    ip_slots, ip_family, ip_hi, ip_lo,
+):  # fmt: skip
+    """Add records [start, n_records) to the flow table; return (DONE, n) or (GROW, first record not added)."""
+    for i in range(start, n_records):
+        p = rec_off[i]
+        end = p + rec_caplen[i]
+        o, family = network_layer(buf, p, end, rec_link[i])
+        if family == NOT_IP:
+            stats[STAT_NON_IP] += 1
+            continue
+        src_hi = src_lo = dst_hi = dst_lo = np.uint64(0)
+        transport = -1  # where the ports are, if this is not a later fragment
+        if family == FAMILY_IPV4:
+            header = (buf[o] & 0x0F) * 4
+            total = be16(buf, o + IPV4_TOTAL_LENGTH_AT) if o + 4 <= end else 0
+            # like tshark: no addresses without a whole header, a header length of 20 or more, and a total
+            # length (0 means segmentation offload) not below it
+            if o + IPV4_MIN_HEADER > end or header < IPV4_MIN_HEADER or (total != 0 and total < header):
+                stats[STAT_BAD_IP] += 1
+                continue
+            src_lo = np.uint64(be32(buf, o + IPV4_SRC_AT))
+            dst_lo = np.uint64(be32(buf, o + IPV4_DST_AT))
+            proto = np.int64(buf[o + IPV4_PROTOCOL_AT])
+            if (be16(buf, o + IPV4_FRAGMENT_AT) & IPV4_FRAGMENT_OFFSET) == 0:
+                transport = o + header
+        else:
+            if o + IPV6_HEADER > end:
+                stats[STAT_BAD_IP] += 1
+                continue
+            src_hi = be64(buf, o + IPV6_SRC_AT)
+            src_lo = be64(buf, o + IPV6_SRC_AT + 8)
+            dst_hi = be64(buf, o + IPV6_DST_AT)
+            dst_lo = be64(buf, o + IPV6_DST_AT + 8)
+            proto, t, first_fragment = ipv6_upper_layer(
+                buf, o + IPV6_HEADER, end, np.int64(buf[o + IPV6_NEXT_HEADER_AT])
+            )
+            if first_fragment:
+                transport = t
+        if counts[0] >= f_bin.shape[0] or counts[1] + 2 > ip_family.shape[0]:
+            return GROW, i
+        stats[STAT_IPV4 if family == FAMILY_IPV4 else STAT_IPV6] += 1
+        sport = dport = 0
+        if transport >= 0 and has_ports(proto) and transport + 4 <= end:
+            sport = be16(buf, transport)
+            dport = be16(buf, transport + 2)
+        src = _intern_ip(family, src_hi, src_lo, ip_slots, ip_family, ip_hi, ip_lo, counts)
+        dst = _intern_ip(family, dst_hi, dst_lo, ip_slots, ip_family, ip_hi, ip_lo, counts)
+        sec = rec_sec[i]
+        b = sec - sec % bin_seconds
+        mask = np.uint64(flow_slots.shape[0] - 1)
+        s = _flow_hash(b, src, dst, proto, sport, dport) & mask
+        while True:
+            row = flow_slots[s]
+            if row < 0:
+                row = counts[0]
+                f_bin[row] = b
+                f_src[row] = src
+                f_dst[row] = dst
+                f_proto[row] = proto
+                f_sport[row] = sport
+                f_dport[row] = dport
+                f_packets[row] = 0
+                f_bytes[row] = 0
+                flow_slots[s] = row
+                counts[0] = row + 1
+                break
+            if (
+                f_bin[row] == b
+                and f_src[row] == src
+                and f_dst[row] == dst
+                and f_dport[row] == dport
+                and f_sport[row] == sport
+                and f_proto[row] == proto
+            ):
+                break
+            s = (s + np.uint64(1)) & mask
+        f_packets[row] += 1
+        f_bytes[row] += rec_origlen[i]
+    return DONE, n_records
+
+
+@njit(cache=True)
+def rehash(slots, key_hash):
+    """Rebuild an open-addressing slot array of a new size from the precomputed hash of every row."""
+    slots[:] = -1
+    mask = np.uint64(slots.shape[0] - 1)
+    for row in range(key_hash.shape[0]):
+        s = key_hash[row] & mask
+        while slots[s] >= 0:
+            s = (s + np.uint64(1)) & mask
+        slots[s] = row
+
+
+@njit(cache=True)
+def flow_hashes(f_bin, f_src, f_dst, f_proto, f_sport, f_dport):
+    out = np.empty(f_bin.shape[0], dtype=np.uint64)
+    for row in range(f_bin.shape[0]):
+        out[row] = _flow_hash(f_bin[row], f_src[row], f_dst[row], f_proto[row], f_sport[row], f_dport[row])
+    return out
+
+
+@njit(cache=True)
+def ip_hashes(ip_family, ip_hi, ip_lo):
+    out = np.empty(ip_family.shape[0], dtype=np.uint64)
+    for row in range(ip_family.shape[0]):
+        out[row] = _ip_hash(ip_family[row], ip_hi[row], ip_lo[row])
+    return out
+
+
 class FlowTable:
     """Dense row arrays plus an open-addressing index (twice as many slots as rows) for flows and addresses."""
 
     def __init__(self, bin_seconds: int, rows: int = 1 << 16, addresses: int = 1 << 12):
         self.bin_seconds = bin_seconds
         self.counts = np.zeros(2, dtype=np.int64)  # [flow rows used, addresses used]
-        self.stats = np.zeros(decode.N_STATS, dtype=np.int64)
+        self.stats = np.zeros(N_STATS, dtype=np.int64)
         self._alloc_flows(rows)
         self._alloc_addresses(addresses)
 
@@ -84,19 +279,19 @@ class FlowTable:
             self._alloc_flows(2 * self.f_bin.shape[0])
             for grown, kept in zip(self._flow_arrays(), old, strict=True):
                 grown[: kept.shape[0]] = kept
-            decode.rehash(self.flow_slots, decode.flow_hashes(*old[:6]))
+            rehash(self.flow_slots, flow_hashes(*old[:6]))
         if self.counts[1] + 2 > self.ip_family.shape[0]:
             n = int(self.counts[1])
             old_ip = (self.ip_family[:n], self.ip_hi[:n], self.ip_lo[:n])
             self._alloc_addresses(2 * self.ip_family.shape[0])
             self.ip_family[:n], self.ip_hi[:n], self.ip_lo[:n] = old_ip
-            decode.rehash(self.ip_slots, decode.ip_hashes(*old_ip))
+            rehash(self.ip_slots, ip_hashes(*old_ip))
 
     def add(self, buf: np.ndarray, records: RecordBlock, n: int) -> None:
         """Decode and count the first n records of a block."""
         start = 0
         while True:
-            status, start = decode.aggregate(
+            status, start = aggregate(
                 buf,
                 records.off,
                 records.caplen,
@@ -115,7 +310,7 @@ class FlowTable:
                 self.ip_hi,
                 self.ip_lo,
             )
-            if status == decode.DONE:
+            if status == DONE:
                 return
             self._grow()
 

@@ -17,7 +17,9 @@ from typing import BinaryIO
 import numpy as np
 from numba import njit
 
+from mimir.capture.binary import read_u32, u16, u32
 from mimir.capture.decode import SUPPORTED_LINKTYPES
+from mimir.capture.gunzip import GZIP_MAGIC, Gunzip
 from mimir.errors import CaptureError, IOFailure, UnsupportedCapture
 
 BLOCK_BYTES = 16 << 20
@@ -33,9 +35,41 @@ PCAP_MAGIC = {
     b"\x4d\x3c\xb2\xa1": ("<", 1),  # nanosecond timestamps
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
-PCAPNG_SHB = 0x0A0D0D0A
-PCAPNG_IDB = 1
-GZIP_MAGIC = b"\x1f\x8b"
+# Classic pcap: a file header (magic, version, zone, sigfigs, snaplen, link type), then records of a 16-byte
+# header (seconds, fraction, captured length, original length) and the frame.
+PCAP_FILE_HEADER = 24
+PCAP_VERSION_AT = 4
+PCAP_LINKTYPE_AT = 20
+PCAP_RECORD_HEADER = 16
+PCAP_CAPLEN_AT = 8
+PCAP_ORIGLEN_AT = 12
+
+# pcapng blocks: type, total length, body, total length again. Blocks of other types (name resolution, interface
+# statistics, ...) are skipped.
+PCAPNG_SHB = 0x0A0D0D0A  # section header: its byte-order magic sets the order of the section
+PCAPNG_IDB = 1  # interface description
+PCAPNG_PB = 2  # (obsolete) packet block: 16-bit interface id, drop count, then the EPB's fields
+PCAPNG_SPB = 3  # simple packet block: original length, frame; interface 0, no timestamp
+PCAPNG_EPB = 6  # enhanced packet block: interface, timestamp (high, low), captured and original length, frame
+PCAPNG_BLOCK_MIN = 12
+PCAPNG_BLOCK_LENGTH_AT = 4
+PCAPNG_BYTE_ORDER_AT = 8
+PCAPNG_BYTE_ORDER_LITTLE = b"\x4d\x3c\x2b\x1a"
+PCAPNG_BYTE_ORDER_BIG = b"\x1a\x2b\x3c\x4d"
+PCAPNG_INTERFACE_AT = 8
+PCAPNG_TS_HIGH_AT = 12
+PCAPNG_TS_LOW_AT = 16
+PCAPNG_CAPLEN_AT = 20
+PCAPNG_ORIGLEN_AT = 24
+PCAPNG_PACKET_DATA_AT = 28
+PCAPNG_SPB_ORIGLEN_AT = 8
+PCAPNG_SPB_DATA_AT = 12
+PCAPNG_IDB_MIN = 20  # link type, reserved, snaplen, no options
+PCAPNG_IDB_OPTIONS_AT = 16
+PCAPNG_OPT_END = 0
+PCAPNG_IF_TSRESOL = 9  # one byte: a negative power of 10, or of 2 when the high bit is set
+PCAPNG_IF_TSOFFSET = 14  # seconds added to every timestamp of the interface
+PCAPNG_DEFAULT_UNITS = 1_000_000  # microseconds, without if_tsresol
 
 # Walker outcomes.
 NEED_MORE = 0  # the next record is not complete in the buffer
@@ -59,66 +93,35 @@ class RecordBlock:
         self.nsec = np.empty(capacity, np.int64)  # nanoseconds within the second
 
 
-@njit(inline="always", cache=True)
-def _rd16(buf, o, big):
-    if big:
-        return (np.int64(buf[o]) << 8) | np.int64(buf[o + 1])
-    return (np.int64(buf[o + 1]) << 8) | np.int64(buf[o])
-
-
-@njit(inline="always", cache=True)
-def _rd32(buf, o, big):
-    if big:
-        return (
-            (np.int64(buf[o]) << 24) | (np.int64(buf[o + 1]) << 16) | (np.int64(buf[o + 2]) << 8) | np.int64(buf[o + 3])
-        )
-    return (np.int64(buf[o + 3]) << 24) | (np.int64(buf[o + 2]) << 16) | (np.int64(buf[o + 1]) << 8) | np.int64(buf[o])
-
-
 @njit(cache=True)
 def walk_pcap(buf, pos, end, big, nsec_per_unit, linktype, r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec):  # noqa: PLR0913, PLR0917
     """Find classic pcap records from pos: (records found, next position, outcome, offending value)."""
     n = 0
     cap = r_off.shape[0]
     while n < cap:
-        if pos + 16 > end:
+        if pos + PCAP_RECORD_HEADER > end:
             return n, pos, NEED_MORE, 0
-        caplen = _rd32(buf, pos + 8, big)
+        caplen = u32(buf, pos + PCAP_CAPLEN_AT, big)
         if caplen > MAX_CAPLEN:
             return n, pos, BAD_LENGTH, caplen
-        if pos + 16 + caplen > end:
+        if pos + PCAP_RECORD_HEADER + caplen > end:
             return n, pos, NEED_MORE, 0
-        r_sec[n] = _rd32(buf, pos, big)
-        r_nsec[n] = _rd32(buf, pos + 4, big) * nsec_per_unit
+        r_sec[n] = u32(buf, pos, big)
+        r_nsec[n] = u32(buf, pos + 4, big) * nsec_per_unit
         r_caplen[n] = caplen
-        r_origlen[n] = _rd32(buf, pos + 12, big)
-        r_off[n] = pos + 16
+        r_origlen[n] = u32(buf, pos + PCAP_ORIGLEN_AT, big)
+        r_off[n] = pos + PCAP_RECORD_HEADER
         r_link[n] = linktype
         n += 1
-        pos += 16 + caplen
+        pos += PCAP_RECORD_HEADER + caplen
     return n, pos, FULL, 0
 
 
 @njit(cache=True)
 def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0917
-    buf,
-    pos,
-    end,
-    big,
-    if_link,
-    if_supported,
-    if_units,
-    if_offset,
-    if_snaplen,
-    n_if,
-    last_ts,
-    r_off,
-    r_caplen,
-    r_origlen,
-    r_link,
-    r_sec,
-    r_nsec,
-):
+    buf, pos, end, big, if_link, if_supported, if_units, if_offset, if_snaplen, n_if, last_ts,
+    r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec,
+):  # fmt: skip
     """Find pcapng packets from pos: (records found, next position, outcome, offending value).
 
     Simple packet blocks carry no timestamp: they take the last timestamp seen (`last_ts`, seconds and ns).
@@ -128,53 +131,53 @@ def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0917
     while n < cap:
         if pos + 8 > end:
             return n, pos, NEED_MORE, 0
-        btype = _rd32(buf, pos, big)
+        btype = u32(buf, pos, big)
         if btype == PCAPNG_SHB or btype == PCAPNG_IDB:
             return n, pos, SPECIAL_BLOCK, btype
-        blen = _rd32(buf, pos + 4, big)
-        if blen < 12 or blen % 4 != 0 or blen > MAX_PCAPNG_BLOCK:
+        blen = u32(buf, pos + PCAPNG_BLOCK_LENGTH_AT, big)
+        if blen < PCAPNG_BLOCK_MIN or blen % 4 != 0 or blen > MAX_PCAPNG_BLOCK:
             return n, pos, BAD_LENGTH, blen
         if pos + blen > end:
             return n, pos, NEED_MORE, 0
-        if _rd32(buf, pos + blen - 4, big) != blen:
-            return n, pos, BAD_TRAILER, _rd32(buf, pos + blen - 4, big)
-        if btype == 6 or btype == 2:  # enhanced packet block, obsolete packet block
-            if blen < 32:
+        if u32(buf, pos + blen - 4, big) != blen:
+            return n, pos, BAD_TRAILER, u32(buf, pos + blen - 4, big)
+        if btype == PCAPNG_EPB or btype == PCAPNG_PB:
+            if blen < PCAPNG_PACKET_DATA_AT + 4:
                 return n, pos, BAD_LENGTH, blen
-            if btype == 6:
-                iface = _rd32(buf, pos + 8, big)
+            if btype == PCAPNG_EPB:
+                iface = u32(buf, pos + PCAPNG_INTERFACE_AT, big)
             else:
-                iface = _rd16(buf, pos + 8, big)
+                iface = u16(buf, pos + PCAPNG_INTERFACE_AT, big)
             if iface >= n_if:
                 return n, pos, BAD_INTERFACE, iface
             if not if_supported[iface]:
                 return n, pos, UNSUPPORTED_LINK, if_link[iface]
-            caplen = _rd32(buf, pos + 20, big)
-            if caplen > MAX_CAPLEN or 28 + caplen + 4 > blen:
+            caplen = u32(buf, pos + PCAPNG_CAPLEN_AT, big)
+            if caplen > MAX_CAPLEN or PCAPNG_PACKET_DATA_AT + caplen + 4 > blen:
                 return n, pos, BAD_LENGTH, caplen
-            ts = np.uint64((_rd32(buf, pos + 12, big) << 32) | _rd32(buf, pos + 16, big))
+            ts = np.uint64((u32(buf, pos + PCAPNG_TS_HIGH_AT, big) << 32) | u32(buf, pos + PCAPNG_TS_LOW_AT, big))
             units = np.uint64(if_units[iface])
             sec = np.int64(ts // units) + if_offset[iface]
             nsec = np.int64(np.float64(ts % units) * 1e9 / np.float64(units))
-            r_off[n] = pos + 28
+            r_off[n] = pos + PCAPNG_PACKET_DATA_AT
             r_caplen[n] = caplen
-            r_origlen[n] = _rd32(buf, pos + 24, big)
+            r_origlen[n] = u32(buf, pos + PCAPNG_ORIGLEN_AT, big)
             r_link[n] = if_link[iface]
             r_sec[n] = sec
             r_nsec[n] = nsec
             last_ts[0] = sec
             last_ts[1] = nsec
             n += 1
-        elif btype == 3:  # simple packet block: interface 0, captured length implied
+        elif btype == PCAPNG_SPB:  # the captured length is what the block holds, up to the snaplen
             if n_if == 0:
                 return n, pos, BAD_INTERFACE, 0
             if not if_supported[0]:
                 return n, pos, UNSUPPORTED_LINK, if_link[0]
-            origlen = _rd32(buf, pos + 8, big)
-            caplen = min(origlen, blen - 16)
+            origlen = u32(buf, pos + PCAPNG_SPB_ORIGLEN_AT, big)
+            caplen = min(origlen, blen - PCAPNG_SPB_DATA_AT - 4)
             if if_snaplen[0] > 0:
                 caplen = min(caplen, if_snaplen[0])
-            r_off[n] = pos + 12
+            r_off[n] = pos + PCAPNG_SPB_DATA_AT
             r_caplen[n] = caplen
             r_origlen[n] = origlen
             r_link[n] = if_link[0]
@@ -183,44 +186,6 @@ def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0917
             n += 1
         pos += blen
     return n, pos, FULL, 0
-
-
-class Gunzip:
-    """Decompress a gzip file (one or more members) on demand, keeping all data up to a cut-off end.
-
-    Python's GzipFile drops what it decompressed in the call that meets a truncated stream; a capture that was
-    compressed while still being written must instead give every complete packet before the cut.
-    """
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-        self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        self.pending = b""  # compressed bytes not yet given to the inflater
-        self.ended = False
-        self.cut_short = False
-
-    def readinto(self, view: memoryview) -> int:
-        got = 0
-        while got < len(view) and not self.ended:
-            data = self.inflater.unconsumed_tail or self.pending
-            self.pending = b""
-            if not data:
-                data = self.raw.read(1 << 20)
-                if not data:
-                    self.ended = True
-                    self.cut_short = not self.inflater.eof
-                    break
-            chunk = self.inflater.decompress(data, len(view) - got)
-            view[got : got + len(chunk)] = chunk
-            got += len(chunk)
-            if self.inflater.eof:  # a member ends: another may follow, after zero padding some tools add
-                self.pending = self.inflater.unused_data.lstrip(b"\x00") or self.raw.read(1 << 20).lstrip(b"\x00")
-                self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-                self.ended = not self.pending
-        return got
-
-    def close(self) -> None:
-        self.raw.close()
 
 
 class ByteStream:
@@ -353,33 +318,23 @@ def _next_block(stream: ByteStream, pos: int, report: FileReport) -> int | None:
 def _read_pcap(stream: ByteStream, records: RecordBlock, report: FileReport) -> Iterator[int]:
     order, nsec_per_unit = PCAP_MAGIC[stream.buf[:4].tobytes()]
     report.format = "pcap (nanosecond)" if nsec_per_unit == 1 else "pcap"
-    if stream.end < 24:
-        raise stream.error(0, f"the pcap file header is cut short ({stream.end} of 24 bytes)")
-    major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack(order + "HHiIII", stream.buf[4:24].tobytes())
+    if stream.end < PCAP_FILE_HEADER:
+        raise stream.error(0, f"the pcap file header is cut short ({stream.end} of {PCAP_FILE_HEADER} bytes)")
+    header = stream.buf[PCAP_VERSION_AT:PCAP_FILE_HEADER].tobytes()
+    major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack(order + "HHiIII", header)
     if major != 2:
-        raise stream.error(4, f"unsupported pcap version {major}")
+        raise stream.error(PCAP_VERSION_AT, f"unsupported pcap version {major}")
     linktype = network & LINKTYPE_MASK
     if linktype not in SUPPORTED_LINKTYPES:
         field = f" (header field {network})" if network != linktype else ""
-        raise stream.error(20, f"unsupported link type {linktype}{field}", UnsupportedCapture)
+        raise stream.error(PCAP_LINKTYPE_AT, f"unsupported link type {linktype}{field}", UnsupportedCapture)
     report.link_types = [linktype]
     big = order == ">"
-    pos = 24
+    pos = PCAP_FILE_HEADER
     r = records
     while True:
         n, pos, outcome, value = walk_pcap(
-            stream.buf,
-            pos,
-            stream.end,
-            big,
-            nsec_per_unit,
-            linktype,
-            r.off,
-            r.caplen,
-            r.origlen,
-            r.link,
-            r.sec,
-            r.nsec,
+            stream.buf, pos, stream.end, big, nsec_per_unit, linktype, r.off, r.caplen, r.origlen, r.link, r.sec, r.nsec
         )
         if n:
             report.records += n
@@ -458,17 +413,15 @@ def _read_pcapng(stream: ByteStream, records: RecordBlock, report: FileReport) -
             raise stream.error(pos, f"unsupported link type {value}", UnsupportedCapture)
 
 
-def _rd32_py(buf: np.ndarray, o: int, big: bool) -> int:
-    return int.from_bytes(buf[o : o + 4].tobytes(), "big" if big else "little")
-
-
 def _section_byte_order(stream: ByteStream, pos: int) -> bool:
-    bom = stream.buf[pos + 8 : pos + 12].tobytes()
-    if bom == b"\x4d\x3c\x2b\x1a":
+    """Whether the section whose header is at pos is big-endian."""
+    at = pos + PCAPNG_BYTE_ORDER_AT
+    bom = stream.buf[at : at + 4].tobytes()
+    if bom == PCAPNG_BYTE_ORDER_LITTLE:
         return False
-    if bom == b"\x1a\x2b\x3c\x4d":
+    if bom == PCAPNG_BYTE_ORDER_BIG:
         return True
-    raise stream.error(pos + 8, f"pcapng section header has a bad byte-order magic {bom.hex()}")
+    raise stream.error(at, f"pcapng section header has a bad byte-order magic {bom.hex()}")
 
 
 def _whole_block(stream: ByteStream, pos: int, big: bool, report: FileReport) -> tuple[int, int, bool] | None:
@@ -477,14 +430,14 @@ def _whole_block(stream: ByteStream, pos: int, big: bool, report: FileReport) ->
     A section header block sets the byte order of its own length and of the section that follows.
     """
     while True:
-        if pos + 12 <= stream.end:
-            if _rd32_py(stream.buf, pos, big) == PCAPNG_SHB:
+        if pos + PCAPNG_BLOCK_MIN <= stream.end:
+            if read_u32(stream.buf, pos, big) == PCAPNG_SHB:
                 big = _section_byte_order(stream, pos)
-            blen = _rd32_py(stream.buf, pos + 4, big)
-            if blen < 12 or blen % 4 or blen > MAX_PCAPNG_BLOCK:
+            blen = read_u32(stream.buf, pos + PCAPNG_BLOCK_LENGTH_AT, big)
+            if blen < PCAPNG_BLOCK_MIN or blen % 4 or blen > MAX_PCAPNG_BLOCK:
                 raise stream.error(pos, f"pcapng block length {blen} is impossible")
             if pos + blen <= stream.end:
-                if _rd32_py(stream.buf, pos + blen - 4, big) != blen:
+                if read_u32(stream.buf, pos + blen - 4, big) != blen:
                     raise stream.error(pos, "pcapng block's trailing length does not match its leading length")
                 return pos, blen, big
         pos = _next_block(stream, pos, report)
@@ -493,38 +446,39 @@ def _whole_block(stream: ByteStream, pos: int, big: bool, report: FileReport) ->
 
 
 def _add_interface(stream: ByteStream, pos: int, blen: int, big: bool, interfaces: _Interfaces) -> None:
-    """Parse an interface description block: link type, snaplen, if_tsresol (9) and if_tsoffset (14)."""
-    if blen < 20:
+    """Parse an interface description block: link type, snaplen, if_tsresol and if_tsoffset."""
+    if blen < PCAPNG_IDB_MIN:
         raise stream.error(pos, f"pcapng interface description block of {blen} bytes is too short")
     order = ">" if big else "<"
     data = stream.buf[pos : pos + blen].tobytes()
-    linktype, _reserved, snaplen = struct.unpack(order + "HHI", data[8:16])
-    units, offset = 1_000_000, 0
-    o = 16
+    linktype, _reserved, snaplen = struct.unpack(order + "HHI", data[8:PCAPNG_IDB_OPTIONS_AT])
+    units, offset = PCAPNG_DEFAULT_UNITS, 0
+    o = PCAPNG_IDB_OPTIONS_AT
     while o + 4 <= blen - 4:
         code, length = struct.unpack(order + "HH", data[o : o + 4])
         value = data[o + 4 : o + 4 + length]
-        if code == 0:
+        if code == PCAPNG_OPT_END:
             break
         if o + 4 + length > blen - 4:
             raise stream.error(pos + o, f"pcapng interface option {code} runs past its block")
-        if code == 9 and length >= 1:
-            resolution = value[0]
-            exponent = resolution & 0x7F
-            if resolution & 0x80:
-                if exponent > 62:
-                    raise stream.error(pos + o, f"timestamp resolution 2^-{exponent} is not supported",
-                                       UnsupportedCapture)  # fmt: skip
-                units = 1 << exponent
-            else:
-                if exponent > 18:
-                    raise stream.error(pos + o, f"timestamp resolution 10^-{exponent} is not supported",
-                                       UnsupportedCapture)  # fmt: skip
-                units = 10**exponent
-        elif code == 14 and length >= 8:
+        if code == PCAPNG_IF_TSRESOL and length >= 1:
+            units = _timestamp_units(stream, pos + o, value[0])
+        elif code == PCAPNG_IF_TSOFFSET and length >= 8:
             (offset,) = struct.unpack(order + "q", value[:8])
         o += 4 + ((length + 3) & ~3)
     interfaces.link.append(linktype)
     interfaces.units.append(units)
     interfaces.offset.append(offset)
     interfaces.snaplen.append(snaplen)
+
+
+def _timestamp_units(stream: ByteStream, at: int, resolution: int) -> int:
+    """Timestamp units per second of an if_tsresol byte (at: the option's position), if they fit 64 bits."""
+    exponent = resolution & 0x7F
+    if resolution & 0x80:
+        if exponent > 62:
+            raise stream.error(at, f"timestamp resolution 2^-{exponent} is not supported", UnsupportedCapture)
+        return 1 << exponent
+    if exponent > 18:
+        raise stream.error(at, f"timestamp resolution 10^-{exponent} is not supported", UnsupportedCapture)
+    return 10**exponent

@@ -1,4 +1,9 @@
-"""Print what a flows table holds: its size, time span and heaviest address pairs (used by `make run`)."""
+"""A flows table at a glance, for a person: `python -m mimir.capture.show FLOWS.parquet`.
+
+It prints the number of rows, the bin width, the packets and files read (from the summary written beside the
+table at ingest), the packets by kind (IPv4, IPv6, non-IP, unreadable IP, truncated records), the span of the bins
+and the address pairs that sent the most bytes. No stage of the workflow calls it; the README shows its output.
+"""
 
 from __future__ import annotations
 
