@@ -65,6 +65,67 @@ def null(payload: bytes, family: int, byteorder: str = "<") -> bytes:
     return struct.pack(byteorder + "I", family) + payload
 
 
+def pppoe_session(payload: bytes, ppp_protocol: int, session: int = 0x1234) -> bytes:
+    """A PPPoE session-stage header (version 1, type 1, code 0) and PPP protocol number; EtherType 0x8864."""
+    return struct.pack("!BBHHH", 0x11, 0, session, 2 + len(payload), ppp_protocol) + payload
+
+
+def mpls(payload: bytes, labels: tuple[int, ...], *, bottom: bool = True) -> bytes:
+    """An MPLS label stack, outermost first, the last entry marked bottom of stack (unless not bottom); 0x8847."""
+    entries = b""
+    for k, label in enumerate(labels):
+        s_bit = 1 if bottom and k == len(labels) - 1 else 0
+        entries += struct.pack("!I", (label << 12) | (s_bit << 8) | 64)
+    return entries + payload
+
+
+def macsec(payload: bytes, ethertype: int, *, sci: bytes | None = None, tci: int = 0) -> bytes:
+    """A MACsec frame body (EtherType 0x88E5): SecTAG, the protected EtherType and payload, a 16-byte ICV.
+
+    tci holds the E (0x08) and C (0x04) bits; the SC bit (0x20) is set when an 8-byte SCI is given. The short length
+    is 0 (48 bytes of data or more) and the packet number 1.
+    """
+    sectag = struct.pack("!BBI", tci | (0x20 if sci is not None else 0), 0, 1) + (sci or b"")
+    return sectag + struct.pack("!H", ethertype) + payload + bytes(16)
+
+
+def nsh(payload: bytes, next_protocol: int, context: bytes = b"") -> bytes:
+    """A Network Service Header (EtherType 0x894F): MD type 1 with 16 bytes of context, else MD type 2 and no TLVs.
+
+    next_protocol: 1 IPv4, 2 IPv6, 3 Ethernet. Service path 7, service index 255, TTL 63.
+    """
+    words = 2 + len(context) // 4
+    md_type = 1 if context else 2
+    return (
+        struct.pack("!BBBBI", 63 >> 2, ((63 & 3) << 6) | words, md_type, next_protocol, (7 << 8) | 255)
+        + context
+        + payload
+    )
+
+
+def arista(payload: bytes, ethertype: int, *, version: int = 0x10, subtype: int = 1) -> bytes:
+    """An Arista vendor-specific header (EtherType 0xD28B): sub-type, version, a 64-bit (0x10) or 48-bit (0x20)
+    timestamp, then the EtherType of what follows."""
+    stamp = struct.pack("!II", 1_700_000_000, 123) if version != 0x20 else struct.pack("!HI", 1, 123)
+    return struct.pack("!HH", subtype, version) + stamp + struct.pack("!H", ethertype) + payload
+
+
+def llc_snap(payload: bytes, ethertype: int) -> bytes:
+    """An 802.2 LLC header with a SNAP extension (SAPs 0xAA, UI, OUI 0) for an 802.3 frame: ether(x, len(x))."""
+    return bytes([0xAA, 0xAA, 0x03, 0, 0, 0]) + struct.pack("!H", ethertype) + payload
+
+
+def ppp(payload: bytes, protocol: int, *, hdlc: bool = True, compressed: bool = False) -> bytes:
+    """A PPP frame (link types 9 and 50): address and control 0xFF 0x03 if hdlc, a 1-byte protocol if compressed."""
+    field = bytes([protocol]) if compressed else struct.pack("!H", protocol)
+    return (b"\xff\x03" if hdlc else b"") + field + payload
+
+
+def chdlc(payload: bytes, protocol: int, *, address: int = 0x0F) -> bytes:
+    """A Cisco HDLC frame (link type 104): address (0x0F unicast, 0x8F broadcast), control 0, an EtherType."""
+    return struct.pack("!BBH", address, 0, protocol) + payload
+
+
 @dataclass
 class Record:
     """One packet: timestamp in the writer's units, the captured bytes, the original length (default: all)."""
