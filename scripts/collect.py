@@ -6,11 +6,4 @@ from mimir.workflow import collect_run, logged
 
 sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
-    collect_run(
-        sm.wildcards.run,
-        sm.params.settings,
-        sm.params.defaults,
-        sm.params.cluster,
-        sm.params.seed,
-        Path(sm.output[0]),
-    )
+    collect_run(sm.wildcards.run, sm.params, Path(sm.output[0]))

@@ -13,7 +13,6 @@ with logged(sm.log[0]):
         sm.wildcards.method,
         dict(sm.params.params),
         sm.params.seed,
-        [tables[rate] for rate in sorted(tables, key=rate_name)],  # rates in file-name order, as ever
-        [sm.wildcards.training],
+        {sm.wildcards.training: [tables[rate] for rate in sorted(tables, key=rate_name)]},  # file-name order, as ever
         Path(sm.output.model).parent,
     )

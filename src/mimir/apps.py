@@ -14,17 +14,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-from mimir.errors import MimirError
+from mimir.errors import AppError
+from mimir.loadmodel import BEHAVIOURS
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 APP_SCHEMA = CONFIG / "schemas" / "app.schema.json"
-BEHAVIOURS = ("browse", "buy", "register")  # the user behaviours of the paper's experiments
-
-
-class AppError(MimirError):
-    """An application file that cannot be used; the message names the file and the key."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)

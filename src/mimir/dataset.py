@@ -8,10 +8,8 @@ injected seconds aggregated to every granularity, the features of every interval
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -115,41 +113,41 @@ def split_column(count: int, split: dict[str, float]) -> np.ndarray:
     return out
 
 
-def build(
-    edges_path: Path,
-    run_dir: Path,
-    out: FeatureOutputs,
-    spec: FeatureSpec,
-    *,
-    seed: int,
-    bin_seconds: int,
-    benign_edges_path: Path | None = None,
-    jobs: int = 1,
-    policy: Path | None = None,
-) -> dict:
-    """Every rate of `spec` on one run; `bin_seconds` is the flows' bin the edges were built from."""
-    recorded = recorded_bin(edges_path)
-    if bin_seconds != recorded:
-        raise UsageError(f"{edges_path}: the edges were binned per {recorded} s, not per {bin_seconds} s")
-    check_granularities(spec.granularities, bin_seconds, "granularities")
-    cfg = InjectionConfig(spec.attack_seconds, spec.attacked_share, spec.rate_sd, spec.max_path_length, seed)
-    edges = _read(edges_path)
+@dataclass(frozen=True)
+class FeatureInputs:
+    """What one build reads: a run's edges (binned per `bin_seconds`), its bundle, and what defines attack paths.
+
+    The paths come from `benign_edges` (an evaluation run learns them from its training run), else from `policy`
+    (allowed service pairs), else from the run's own edges.
+    """
+
+    edges: Path
+    run_dir: Path
+    bin_seconds: int
+    benign_edges: Path | None = None
+    policy: Path | None = None
+
+
+def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed: int, jobs: int = 1) -> dict:
+    """Every rate of `spec` on one run: one injection per rate, its table at every granularity."""
+    recorded = recorded_bin(inputs.edges)
+    if inputs.bin_seconds != recorded:
+        raise UsageError(f"{inputs.edges}: the edges were binned per {recorded} s, not per {inputs.bin_seconds} s")
+    check_granularities(spec.granularities, recorded, "granularities")
+    edges = _read(inputs.edges)
     try:
-        run = json.loads((run_dir / "run.json").read_text())
+        run = json.loads((inputs.run_dir / "run.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise IOFailure(f"{run_dir / 'run.json'}: cannot read: {e}") from None
-    sensitive = list(run.get("sensitive", []))
-    benign = _read(benign_edges_path) if benign_edges_path else edges
+        raise IOFailure(f"{inputs.run_dir / 'run.json'}: cannot read: {e}") from None
+    benign = _read(inputs.benign_edges) if inputs.benign_edges else edges
     calls = set(benign.loc[(benign["src_kind"] == POD) & (benign["dst_kind"] == VIP), ["src_service", "dst_service"]]
                 .drop_duplicates().itertuples(index=False, name=None))  # fmt: skip
-    allowed = policy_graph(policy) if policy else allowed_graph(benign)
-    paths = attack_paths(allowed, sensitive, cfg.max_path_length)
-    summary = {"run": run_dir.name, "paths": [">".join(p) for p in paths], "tables": []}
-    coded = CodedEdges.from_edges(edges)
-    pods, vips = active_pods(edges)
-    _SHARED["job"] = partial(
-        _one_rate, coded, (pods, vips), paths, calls, run, run_dir.name, out, spec.granularities, spec.split, cfg
-    )
+    allowed = policy_graph(inputs.policy) if inputs.policy else allowed_graph(benign)
+    paths = attack_paths(allowed, list(run.get("sensitive", [])), spec.max_path_length)
+    cfg = InjectionConfig(spec.attack_seconds, spec.attacked_share, spec.rate_sd, spec.max_path_length, seed)
+    start, end = int(np.floor(run["start"])), float(run["end"])
+    targets = Targets(paths, *active_pods(edges), calls, start, int(end))
+    _SHARED["job"] = _RateJob(CodedEdges.from_edges(edges), targets, run, inputs.run_dir.name, out, spec, cfg)
     try:
         if jobs > 1 and len(spec.rates) > 1:  # forked workers inherit the tables instead of receiving pickled copies
             with ProcessPoolExecutor(min(jobs, len(spec.rates)), mp_context=get_context("fork")) as pool:
@@ -158,8 +156,8 @@ def build(
             done = [_shared_job(rate) for rate in spec.rates]
     finally:
         _SHARED.clear()
-    summary["tables"] = [t for tables in done for t in tables]
-    return summary
+    paths_text = [">".join(p) for p in paths]
+    return {"run": inputs.run_dir.name, "paths": paths_text, "tables": [t for tables in done for t in tables]}
 
 
 _SHARED: dict[str, Any] = {}
@@ -169,45 +167,41 @@ def _shared_job(rate: float) -> list[dict]:
     return _SHARED["job"](rate)
 
 
-def _one_rate(
-    edges: CodedEdges,
-    where: tuple[pd.DataFrame, dict[str, str]],
-    paths: list[tuple[str, ...]],
-    calls: set[tuple[str, str]],
-    run: dict,
-    name: str,
-    out: FeatureOutputs,
-    granularities: Sequence[int],
-    split: Mapping[str, float],
-    cfg: InjectionConfig,
-    rate: float,
-) -> list[dict]:
-    """Inject one rate, then compute and write its table for every granularity."""
-    start, end = int(np.floor(run["start"])), float(run["end"])
-    sensitive = list(run.get("sensitive", []))
-    targets = Targets(paths, *where, calls, start, int(end))
-    injected = inject(targets, rate, run_seed(name, rate, cfg.seed), cfg)
-    with atomic_path(out.attacks(rate)) as tmp:
-        pq.write_table(pa.Table.from_pandas(injected, preserve_index=False), tmp, compression="zstd")
-    combined = edges.with_rows(injected)
-    tables = []
-    for tg in granularities:
+@dataclass(frozen=True)
+class _RateJob:
+    """Everything one rate of a build shares with the others, computed once before the rates fan out."""
+
+    edges: CodedEdges
+    targets: Targets
+    run: dict
+    name: str
+    out: FeatureOutputs
+    spec: FeatureSpec
+    cfg: InjectionConfig
+
+    def __call__(self, rate: float) -> list[dict]:
+        """Inject one rate, then compute and write its table for every granularity."""
+        injected = inject(self.targets, rate, run_seed(self.name, rate, self.cfg.seed), self.cfg)
+        with atomic_path(self.out.attacks(rate)) as tmp:
+            pq.write_table(pa.Table.from_pandas(injected, preserve_index=False), tmp, compression="zstd")
+        combined = self.edges.with_rows(injected)
+        return [self._table(combined, injected, tg, rate) for tg in self.spec.granularities]
+
+    def _table(self, combined: CodedEdges, injected: pd.DataFrame, tg: int, rate: float) -> dict:
+        start, end = int(np.floor(self.run["start"])), float(self.run["end"])
         graphs = build_graphs(combined, start, end, tg)
-        table = compute_features(graphs, sensitive)
-        meta = labels(injected, run.get("exfiltration", []), start, tg, graphs.intervals)
+        table = compute_features(graphs, list(self.run.get("sensitive", [])))
+        meta = labels(injected, self.run.get("exfiltration", []), start, tg, graphs.intervals)
         meta.insert(0, "start", start + np.arange(graphs.intervals) * tg)
-        meta["split"] = split_column(graphs.intervals, split)
+        meta["split"] = split_column(graphs.intervals, self.spec.split)
         frame = pd.concat([meta, table.reset_index(drop=True), service_weights(graphs)], axis=1)
         frame.insert(0, "interval", np.arange(graphs.intervals))
-        with atomic_path(out.table(tg, rate)) as tmp:
+        with atomic_path(self.out.table(tg, rate)) as tmp:
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
-        tables.append(
-            {
-                "tg": tg,
-                "rate": rate,
-                "intervals": graphs.intervals,
-                "attacked": int(frame["label"].sum()),
-                "features": table.shape[1],
-            }
-        )
-    return tables
+        return {
+            "tg": tg,
+            "rate": rate,
+            "intervals": graphs.intervals,
+            "attacked": int(frame["label"].sum()),
+            "features": table.shape[1],
+        }

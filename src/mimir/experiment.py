@@ -75,19 +75,21 @@ def by_rate(layout: Sequence[Sequence[float]], paths: Sequence[str | Path]) -> d
     return tables
 
 
-def fit_model(method: str, params: dict, seed: int, training: list[Tables], names: list[str], out: Path) -> None:
+def fit_model(method: str, params: dict, seed: int, training: Mapping[str, Sequence[Tables]], out: Path) -> None:
+    """Fit `method` on the training runs' tables (per run, one table set per rate); write the model and its card."""
+    tables = [t for per_rate in training.values() for t in per_rate]
     detector = make_detector(method, params, seed)
-    detector.fit([_only(t, method) for t in training])
+    detector.fit([_only(t, method) for t in tables])
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(detector, tmp)
     card = {
         "method": method,
         "params": params,
         "seed": seed,
-        "granularities": sorted(_only(training[0], method)),
-        "training_runs": names,
+        "granularities": sorted(_only(tables[0], method)),
+        "training_runs": list(training),
         "threshold": float(detector.threshold),
-        "features": sorted({c for t in training for tg in t for c in feature_columns(t[tg])}),
+        "features": sorted({c for t in tables for tg in t for c in feature_columns(t[tg])}),
         "versions": {"mimir": __version__},
     }
     with atomic_path(out / "model.json") as tmp:

@@ -118,26 +118,22 @@ def run_spec(name: str, settings: Mapping[str, Any], defaults: Mapping[str, Any]
     return RunSpec.from_config(name, settings, defaults, seed, load_app(settings["app"]))
 
 
-def synth_run(name: str, settings: Mapping[str, Any], defaults: Mapping[str, Any], seed: int, out: Path) -> None:
+def synth_run(name: str, params: Mapping[str, Any], out: Path) -> None:
+    """Rule synth: params `settings` (the run's config entry), `defaults` and `seed`."""
     from mimir.sources.synthetic import synthesize
 
-    result = synthesize(run_spec(name, settings, defaults, seed), out, progress=False)
+    result = synthesize(run_spec(name, params["settings"], params["defaults"], params["seed"]), out, progress=False)
     print(f"{out}: {result.packets} packets in {len(result.files)} files")
 
 
-def collect_run(
-    name: str,
-    settings: Mapping[str, Any],
-    defaults: Mapping[str, Any],
-    cluster: Mapping[str, Any],
-    seed: int,
-    out: Path,
-) -> None:
-    """One run on the cluster; its progress lines go to the rule's log."""
+def collect_run(name: str, params: Mapping[str, Any], out: Path) -> None:
+    """Rule collect: params `settings`, `defaults`, `cluster` and `seed`; progress lines go to the rule's log."""
     from mimir.sources.cluster.collect import CollectConfig, collect, progress_printer
 
-    cfg = CollectConfig(run_spec(name, settings, defaults, seed), ClusterSpec.from_config(cluster), out)
-    run = collect(cfg, progress=progress_printer(sys.stdout))
+    spec = run_spec(name, params["settings"], params["defaults"], params["seed"])
+    run = collect(
+        CollectConfig(spec, ClusterSpec.from_config(params["cluster"]), out), progress=progress_printer(sys.stdout)
+    )
     print(f"{out}: {run['status']}, {run.get('capture', {}).get('packets')} packets captured")
 
 
@@ -166,20 +162,16 @@ def edges_run(flows: Path, run_dir: Path, out: Path, bin_seconds: int, keep_infr
     print(json.dumps(summary, indent=2))
 
 
-def features_run(
-    edges: Path,
-    run_dir: Path,
-    outputs: Mapping[str, Any],
-    rate: float,
-    settings: Mapping[str, Any],
-    split: Mapping[str, float],
-    bin_seconds: int,
-    seed: int,
-    benign: Path | None,
-) -> None:
-    """One rate of one run, every granularity: the tables land exactly on the rule's declared outputs."""
-    from mimir.dataset import FeatureOutputs, build
+def features_run(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Rule features, one rate of one run at every granularity; the tables land exactly on the declared outputs.
 
+    inputs: `edges`, `run` (the bundle), `benign` (the training run's edges, or empty); outputs: `attacks`,
+    `tables`; params: `root` (the run's results folder), `rate`, `settings` (the config's features section),
+    `split`, `bin`, `seed`.
+    """
+    from mimir.dataset import FeatureInputs, FeatureOutputs, build
+
+    settings, rate = params["settings"], params["rate"]
     spec = FeatureSpec(
         granularities=tuple(settings["granularities"]),
         rates=(rate,),
@@ -187,14 +179,13 @@ def features_run(
         attacked_share=settings["attacked_share"],
         rate_sd=settings["rate_sd"],
         max_path_length=settings["max_path_length"],
-        split=dict(split),
+        split=dict(params["split"]),
     )
-    layout = FeatureOutputs(Path(outputs["root"]))
+    layout = FeatureOutputs(Path(params["root"]))
     declared = {Path(outputs["attacks"]), *map(Path, outputs["tables"])}
     planned = {layout.attacks(rate), *(layout.table(tg, rate) for tg in spec.granularities)}
     if planned != declared:
-        raise ConfigError(
-            f"the features rule declares {sorted(map(str, declared))}, the layout gives {sorted(map(str, planned))}"
-        )
-    summary = build(edges, run_dir, layout, spec, seed=seed, bin_seconds=bin_seconds, benign_edges_path=benign)
-    print(json.dumps(summary, indent=2))
+        raise ConfigError(f"the rule declares {sorted(map(str, declared))}, the layout is {sorted(map(str, planned))}")
+    benign = Path(inputs["benign"]) if inputs["benign"] else None
+    sources = FeatureInputs(Path(inputs["edges"]), Path(inputs["run"]), params["bin"], benign_edges=benign)
+    print(json.dumps(build(sources, layout, spec, seed=params["seed"]), indent=2))

@@ -23,6 +23,7 @@ from mimir.capture.pcapwrite import pcap_header, write_records
 from mimir.io import atomic_path
 from mimir.network import EPHEMERAL_PORTS
 
+START = 1_700_000_000.0  # the first packet's time: 2023-11-14T22:13:20Z, arbitrary but fixed
 _CHUNK = 1 << 20  # packets generated and written at a time
 
 
@@ -131,7 +132,6 @@ def write_capture(
     linktype: int = LINKTYPE_ETHERNET,
     pairs: int = 200,
     rate: float = 20_000.0,
-    start: float = 1_700_000_000.0,
     ipv6_share: float = 0.2,
 ) -> tuple[Traffic, GroundTruth]:
     """Write a pcap of `packets` frames; same arguments, same bytes."""
@@ -147,7 +147,7 @@ def write_capture(
     link = 14 if linktype == LINKTYPE_ETHERNET else 20  # link header bytes
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         f.write(pcap_header(snaplen, linktype))
-        for pair, length, sec, usec in _packet_chunks(packets, family, rate, start, rng):
+        for pair, length, sec, usec in _packet_chunks(packets, family, rate, START, rng):
             n = pair.shape[0]
             seq, ack, flags = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
             _tcp_streams(pair, length, link, family, traffic.proto, sent, seq, ack, flags)

@@ -176,7 +176,7 @@ def add_features(commands: Commands) -> None:
 
 def run_features(args: argparse.Namespace) -> None:
     from mimir.capture.ingest import recorded_bin
-    from mimir.dataset import FeatureOutputs, build, parse_split
+    from mimir.dataset import FeatureInputs, FeatureOutputs, build, parse_split
 
     if not 0 <= args.attacked_share < 1 or args.rate_sd < 0:
         raise UsageError("--attacked-share is in [0, 1) and --rate-sd is not negative")
@@ -191,15 +191,6 @@ def run_features(args: argparse.Namespace) -> None:
         split=parse_split(args.split),
     )
     check_granularities(spec.granularities, bin_seconds, "--tg")
-    summary = build(
-        args.edges,
-        args.run,
-        FeatureOutputs(args.output),
-        spec,
-        seed=args.seed,
-        bin_seconds=bin_seconds,
-        benign_edges_path=args.benign_edges,
-        jobs=args.jobs,
-        policy=args.policy,
-    )
+    inputs = FeatureInputs(args.edges, args.run, bin_seconds, benign_edges=args.benign_edges, policy=args.policy)
+    summary = build(inputs, FeatureOutputs(args.output), spec, seed=args.seed, jobs=args.jobs)
     print(f"{args.output}: {len(summary['tables'])} feature tables over {len(summary['paths'])} attack paths")

@@ -22,9 +22,10 @@ from mimir import __version__
 from mimir.capture.formats import ByteStream, FileReport, RecordBlock, read_records
 from mimir.errors import LegacyError
 from mimir.io import atomic_dir
+from mimir.network import SERVICE_NETWORK
 
 # the prototype's minikube: docker's bridge for pods, the default service range
-LEGACY_CLUSTER_NETWORKS = ["172.17.0.0/16", "10.96.0.0/12"]
+LEGACY_CLUSTER_NETWORKS = ["172.17.0.0/16", SERVICE_NETWORK]
 
 
 class _NoGlobals(pickle.Unpickler):

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from mimir.errors import ClusterError, IOFailure, UsageError
+from mimir.spec import ClusterSpec, RunSpec
 
 FILE_PATTERN = "capture-%Y%m%dT%H%M%SZ.pcap"  # UTC, so the names sort in time order
 FILE_GLOB = "capture-*.pcap"
@@ -58,12 +59,15 @@ class CaptureStats:
 
 @dataclass(frozen=True)
 class TcpdumpOptions:
-    """What tcpdump is told: the interface, rotation, bytes per frame, kernel buffer, network namespace, filter."""
+    """What tcpdump is told: the interface, rotation, bytes per frame, kernel buffer, network namespace, filter.
 
-    interface: str = "any"
-    rotate_seconds: int = 600
-    snaplen: int = 262144
-    buffer_kib: int = 32768
+    The defaults are a run's (mimir.spec): a capture started by hand looks like one a collection starts.
+    """
+
+    interface: str = ClusterSpec.interface
+    rotate_seconds: int = RunSpec.rotate
+    snaplen: int = RunSpec.snaplen
+    buffer_kib: int = ClusterSpec.buffer_kib
     netns: Path | None = None
     bpf: str | None = None
     tcpdump: str = "tcpdump"
