@@ -7,6 +7,7 @@ the granularities, the flows' bin, and which method, training and run each score
 import re
 from pathlib import Path
 
+from mimir.apps import find_app
 from mimir.errors import MimirError
 from mimir.spec import rate_name, split_method
 from mimir.workflow import validate_config
@@ -104,6 +105,20 @@ def method_params(wildcards):
 
 def run_settings(wildcards):
     return RUNS[wildcards.run]
+
+
+def app_file(wildcards):
+    """The application file a generated or collected run is built from: editing it remakes the run."""
+    return str(find_app(RUNS[wildcards.run]["app"]))
+
+
+def legacy_files(wildcards):
+    """The prototype's files an imported run is converted from."""
+    run = RUNS[wildcards.run]
+    files = {"pcap": run["pcap"], "cluster_log": run["cluster_log"]}
+    if run.get("analysis_json"):
+        files["analysis_json"] = run["analysis_json"]
+    return files
 
 
 def rate_value(wildcards):

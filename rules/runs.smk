@@ -2,6 +2,8 @@
 
 
 rule synth:
+    input:
+        app=app_file,
     output:
         directory("data/runs/{run}"),
     log:
@@ -19,6 +21,8 @@ rule synth:
 
 
 rule import_legacy:
+    input:
+        unpack(legacy_files),
     output:
         directory("data/runs/{run}"),
     log:
@@ -27,13 +31,13 @@ rule import_legacy:
         run=one_of(IMPORTED),
     conda:
         "../envs/mimir.yaml"
-    params:
-        settings=run_settings,
     script:
         "../scripts/import_legacy.py"
 
 
 rule collect:
+    input:
+        app=app_file,
     output:
         directory("data/runs/{run}"),
     log:

@@ -6,4 +6,4 @@ from mimir.workflow import import_run, logged
 
 sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
-    import_run(sm.params.settings, Path(sm.output[0]))
+    import_run(sm.input, Path(sm.output[0]))

@@ -10,6 +10,7 @@ import pytest
 from conftest import run_mimir
 
 from mimir.attacks import InjectionConfig, allowed_graph, attack_paths
+from mimir.spec import FeatureSpec
 
 RATES = ["1", "0.05"]
 
@@ -98,7 +99,7 @@ def test_injection_config_is_seeded() -> None:
     from mimir.attacks import run_seed
 
     assert run_seed("a", 1.0, 0) == run_seed("a", 1.0, 0) != run_seed("a", 0.1, 0) != run_seed("b", 1.0, 0)
-    assert InjectionConfig().attack_seconds == 60
+    assert InjectionConfig.from_spec(FeatureSpec(), 0).attack_seconds == FeatureSpec.attack_seconds == 60
 
 
 def test_a_policy_file_replaces_the_learned_graph(results: Path, tmp_path: Path) -> None:

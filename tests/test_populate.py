@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mimir.errors import ClusterError, UsageError
+from mimir.errors import ClusterError
 from mimir.sources.cluster import populate
 
 JOB = Path(__file__).resolve().parents[1] / "config" / "k8s" / "wordpress" / "90-populate-job.yaml"
@@ -217,19 +217,14 @@ def test_customer_derivation_is_deterministic_and_seeded() -> None:
     assert all(len(c.card_number) == 16 and c.card_number.isdigit() for c in first)
 
 
-def test_wordpress_job_counts_replace_the_manifest_defaults() -> None:
+def test_the_wordpress_population_job_draws_from_the_runs_seed() -> None:
     job = yaml.safe_load(JOB.read_text())
-    env = populate.wordpress_populate_env(users=40, posts=80, comments=160, seed=5)
-    patched = populate.with_job_env(job, env)
-    (container,) = patched["spec"]["template"]["spec"]["containers"]
+    service = {"kind": "Service", "metadata": {"name": "x"}, "spec": {}}
+    seeded, untouched = populate.seeded_jobs([job, service], seed=5)
+    (container,) = seeded["spec"]["template"]["spec"]["containers"]
     values = {e["name"]: e.get("value") for e in container["env"]}
-    assert {k: values[k] for k in env} == env
-    assert sum(e["name"] == "WORDPRESS_POSTS" for e in container["env"]) == 1
-    assert "WORDPRESS_DB_PASSWORD" in values  # the rest of the environment is kept
+    assert values[populate.POPULATE_SEED] == "5"
+    assert sum(e["name"] == populate.POPULATE_SEED for e in container["env"]) == 1
+    assert values["WORDPRESS_POSTS"] == "800" and "WORDPRESS_DB_PASSWORD" in values  # the rest is kept
     original = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert original["WORDPRESS_POSTS"] == "800"  # the manifest itself is untouched
-
-
-def test_wordpress_counts_must_not_be_negative() -> None:
-    with pytest.raises(UsageError, match="posts"):
-        populate.wordpress_populate_env(users=1, posts=-1, comments=0)
+    assert original[populate.POPULATE_SEED] == "0" and untouched is service  # the manifest itself is not changed

@@ -19,6 +19,7 @@ import yaml
 
 from mimir.entities import DNS_SERVICE, INGRESS, OUTSIDE, POD, VIP
 from mimir.errors import UsageError
+from mimir.spec import FeatureSpec
 
 PACKET_BYTES = 500
 ACK_BYTES = 40
@@ -26,11 +27,17 @@ ACK_BYTES = 40
 
 @dataclass(frozen=True)
 class InjectionConfig:
-    attack_seconds: int = 60
-    attacked_share: float = 0.2  # of the run's time
-    rate_sd: float = 0.1  # the standard deviation of an attack's rate, as a share of the rate
-    max_path_length: int = 5  # services on a path, `outside` excluded
-    seed: int = 0
+    """How attacks are drawn: a FeatureSpec's injection settings (their defaults live there) and the seed."""
+
+    attack_seconds: int
+    attacked_share: float  # of the run's time
+    rate_sd: float  # the standard deviation of an attack's rate, as a share of the rate
+    max_path_length: int  # services on a path, `outside` excluded
+    seed: int
+
+    @classmethod
+    def from_spec(cls, spec: FeatureSpec, seed: int) -> InjectionConfig:
+        return cls(spec.attack_seconds, spec.attacked_share, spec.rate_sd, spec.max_path_length, seed)
 
 
 def run_seed(run: str, rate: float, seed: int) -> int:

@@ -144,7 +144,7 @@ def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed
                 .drop_duplicates().itertuples(index=False, name=None))  # fmt: skip
     allowed = policy_graph(inputs.policy) if inputs.policy else allowed_graph(benign)
     paths = attack_paths(allowed, list(run.get("sensitive", [])), spec.max_path_length)
-    cfg = InjectionConfig(spec.attack_seconds, spec.attacked_share, spec.rate_sd, spec.max_path_length, seed)
+    cfg = InjectionConfig.from_spec(spec, seed)
     start, end = int(np.floor(run["start"])), float(run["end"])
     targets = Targets(paths, *active_pods(edges), calls, start, int(end))
     _SHARED["job"] = _RateJob(CodedEdges.from_edges(edges), targets, run, inputs.run_dir.name, out, spec, cfg)

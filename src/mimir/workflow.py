@@ -137,11 +137,12 @@ def collect_run(name: str, params: Mapping[str, Any], out: Path) -> None:
     print(f"{out}: {run['status']}, {run.get('capture', {}).get('packets')} packets captured")
 
 
-def import_run(settings: Mapping[str, Any], out: Path) -> None:
+def import_run(inputs: Mapping[str, Any], out: Path) -> None:
+    """Rule import_legacy: inputs `pcap`, `cluster_log` and, if the run names one, `analysis_json`."""
     from mimir.sources.legacy import import_legacy
 
-    analysis = settings.get("analysis_json")
-    import_legacy(Path(settings["pcap"]), Path(settings["cluster_log"]), Path(analysis) if analysis else None, out)
+    analysis = Path(inputs["analysis_json"]) if "analysis_json" in inputs.keys() else None
+    import_legacy(Path(inputs["pcap"]), Path(inputs["cluster_log"]), analysis, out)
 
 
 def ingest_run(run_dir: Path, out: Path, bin_seconds: int) -> None:

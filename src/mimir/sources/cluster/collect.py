@@ -377,7 +377,7 @@ def _populate(run: _Collection, target: str, populate_objects: list[dict[str, An
     if populate_objects:
         names = [d["metadata"]["name"] for d in populate_objects]
         run.log(f"populating {cfg.run.app.name}: {', '.join(names)}")
-        run.refs += objects.deploy(run.api, populate_objects, cfg.run.app.namespace)
+        run.refs += objects.deploy(run.api, populate.seeded_jobs(populate_objects, cfg.run.seed), cfg.run.app.namespace)
         workloads.wait_ready(run.api, cfg.run.app.namespace, names, cfg.cluster.ready_timeout, run.progress)
     return {}
 

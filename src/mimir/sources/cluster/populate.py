@@ -4,7 +4,7 @@ Sock Shop is populated from the collector through the front-end's own HTTP API, 
 The customers are derived from (seed, index) alone, so the locustfile logs in as them without any shared file
 (the prototype passed a pickle around). This module imports only the standard library, `requests` and
 mimir.errors, so the locustfile may import it inside the Locust process. WordPress is populated by its Job
-(config/k8s/wordpress/90-populate-job.yaml); `wordpress_populate_env` sets that Job's counts.
+(config/k8s/wordpress/90-populate-job.yaml), which `seeded_jobs` gives the run's seed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from mimir.errors import ClusterError, UsageError
+from mimir.errors import ClusterError
 
 _FIRST = ("Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger", "Frances", "Grace", "John", "Margaret", "Niklaus")
 _LAST = ("Lovelace", "Turing", "Liskov", "Shannon", "Knuth", "Dijkstra", "Allen", "Hopper", "Backus", "Wirth")
@@ -191,17 +191,18 @@ def populate_sockshop(
     return counts
 
 
-def wordpress_populate_env(users: int, posts: int, comments: int, seed: int = 0) -> dict[str, str]:
-    """The environment of the wordpress-populate Job: total users, posts and comments, and the comment seed."""
-    for name, value in (("users", users), ("posts", posts), ("comments", comments)):
-        if value < 0:
-            raise UsageError(f"wordpress population: {name} must not be negative, got {value}")
-    return {
-        "WORDPRESS_USERS": str(users),
-        "WORDPRESS_POSTS": str(posts),
-        "WORDPRESS_COMMENTS": str(comments),
-        "WORDPRESS_POPULATE_SEED": str(seed),
-    }
+POPULATE_SEED = "WORDPRESS_POPULATE_SEED"  # the population Job's variable for its random draws
+
+
+def seeded_jobs(objects: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Copies of the population objects whose Jobs draw from the run's seed, where a container declares the seed
+    variable: the same config populates the same data."""
+    seeded = []
+    for doc in objects:
+        containers = doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        declares = any(e.get("name") == POPULATE_SEED for c in containers for e in c.get("env", []))
+        seeded.append(with_job_env(doc, {POPULATE_SEED: str(seed)}) if doc.get("kind") == "Job" and declares else doc)
+    return seeded
 
 
 def with_job_env(job: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
