@@ -1,19 +1,36 @@
-"""Shared fixtures: the reference corpus, and running mimir as a user does (the installed command)."""
+"""Shared fixtures: the reference corpus, running mimir as a user does (the installed command), and the emulated
+Kubernetes API (kmock: no real API server can run here) with a client connected to it."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kmockserver import KubeServer
+
+from mimir.sources.cluster import kube
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MIMIR_CORPUS", REPO.parent / "shared" / "corpus"))
 MIMIR = Path(sys.executable).with_name("mimir")
 
-sys.path.insert(0, str(Path(__file__).parent))
+
+@pytest.fixture
+def server() -> Iterator[KubeServer]:
+    with KubeServer() as running:
+        yield running
+
+
+@pytest.fixture
+def api(server: KubeServer) -> Iterator[Any]:
+    connected = kube.connect(host=server.url)
+    yield connected
+    connected.close()
 
 
 @pytest.fixture(scope="session")

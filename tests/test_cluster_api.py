@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +16,6 @@ from mimir.errors import ApiStatusError, ClusterError, IOFailure, ManifestError,
 from mimir.sources.cluster import facts, kube, manifests, objects, workloads
 
 NS = "shop"
-
-
-@pytest.fixture
-def server() -> Iterator[KubeServer]:
-    with KubeServer() as running:
-        yield running
-
-
-@pytest.fixture
-def api(server: KubeServer) -> Any:
-    connected = kube.connect(host=server.url)
-    yield connected
-    connected.close()
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20) -> Any:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 from kmockserver import KubeServer
 from test_cluster_api import NS, wait_until
 
@@ -20,19 +19,6 @@ from mimir.sources.cluster import kube, manifests, objects
 from mimir.sources.cluster.watcher import EntityWatcher, entity_event
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def server() -> Iterator[KubeServer]:
-    with KubeServer() as running:
-        yield running
-
-
-@pytest.fixture
-def api(server: KubeServer) -> Any:
-    connected = kube.connect(host=server.url)
-    yield connected
-    connected.close()
 
 
 def pod(name: str, ip: str | None = None, labels: dict[str, str] | None = None, **meta: Any) -> dict[str, Any]:
