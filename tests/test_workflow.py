@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -25,7 +26,8 @@ SMALL = {
         "small-eval": {"app": "sockshop", "users": 4, "training": "small-train"},
         "small-wp": {"app": "wordpress", "users": 4, "role": "train"},
     },
-    "features": {"rates": [1, 0.1234567], "granularities": [10, 60]},  # the second is named 0.123457 in files
+    # the second rate is named 0.123457 in files; 20 s attacks fit a fifth of a 240 s run
+    "features": {"rates": [1, 0.1234567], "granularities": [10, 60], "attack_seconds": 20},
     "models": {"methods": ["mimir", "mimir@60", "commsvc"], "params": {"mimir": {"c": 1.0}}},
     "figures": {"rate": 1},
 }
@@ -266,7 +268,8 @@ def test_an_interrupted_run_resumes_to_the_same_results(complete: Path, tmp_path
 def test_a_rate_reaches_the_injection_as_configured_not_as_its_file_name(complete: Path, tmp_path: Path) -> None:
     """0.1234567 MB/min is named 0.123457 in files; the workflow injects the configured value, as `mimir features`."""
     run = complete / "data" / "runs" / "small-train"
-    common = ["features", str(complete / "results" / "small-train" / "edges.parquet"), str(run), "--seed", "3"]
+    edges = complete / "results" / "small-train" / "edges.parquet"
+    common = ["features", str(edges), str(run), "--seed", "3", "--attack-seconds", "20"]
     tables = {}
     for rate in ("0.1234567", "0.123457"):
         cli = subprocess.run(
@@ -276,4 +279,5 @@ def test_a_rate_reaches_the_injection_as_configured_not_as_its_file_name(complet
         assert cli.returncode == 0, cli.stderr
         tables[rate] = (tmp_path / rate / "attacks" / "0.123457.parquet").read_bytes()
     workflow = (complete / "results" / "small-train" / "attacks" / "0.123457.parquet").read_bytes()
+    assert len(pd.read_parquet(complete / "results" / "small-train" / "attacks" / "0.123457.parquet")) > 0
     assert workflow == tables["0.1234567"] != tables["0.123457"]
