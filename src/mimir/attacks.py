@@ -1,4 +1,4 @@
-"""Attack paths and synthetic exfiltration (design §4, "Attack paths" and "Injection").
+"""Attack paths and synthetic exfiltration (docs/architecture.md#attack-paths and #injection).
 
 Paths run from a sensitive service to `outside` over the communication graph learned from benign traffic (or
 a policy file), shortest first, with a DNS path among them. Injection happens once per (run, rate) at the 1 s

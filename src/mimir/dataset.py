@@ -1,4 +1,4 @@
-"""Labelled feature tables (design §3, "Attacks" and "Features"): per run, one injection per rate, the same
+"""Labelled feature tables (docs/architecture.md#feature-tables): per run, one injection per rate, the same
 injected seconds aggregated to every granularity, the features of every interval, its label, attack and split.
 
     OUT/attacks/{rate}.parquet            the injected traffic, per attack, second and concrete edge

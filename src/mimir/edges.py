@@ -1,4 +1,4 @@
-"""Flows to edges (design §3, "Edges"): addresses resolved to entities at the packet's time.
+"""Flows to edges (docs/architecture.md#edges): addresses resolved to entities at the packet's time.
 
 One row per (second, src entity, dst entity) with packets and bytes and both ends' kind and service. Addresses
 nobody in the cluster held are `outside`, the load generator is `ingress` (kept apart from egress), and

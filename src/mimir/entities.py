@@ -1,4 +1,4 @@
-"""Who held which address when (design §4, "Entities"), replayed from a run's `entities.jsonl`.
+"""Who held which address when (docs/architecture.md#entities), replayed from a run's `entities.jsonl`.
 
 Addresses are reused: every lookup is by time, never by the last value seen. Pods belong to the service whose
 selector matches their labels (else to the service their event names, else to their owner).

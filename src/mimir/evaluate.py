@@ -1,4 +1,4 @@
-"""Honest evaluation (design §4, "Evaluation"): metrics at the frozen threshold, and the prototype's "oracle"
+"""Honest evaluation (docs/architecture.md#metrics): metrics at the frozen threshold, and the prototype's "oracle"
 F1 (the best threshold on the evaluated labels), labelled as such, with ROC and PR AUC and recall per path."""
 
 from __future__ import annotations

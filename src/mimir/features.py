@@ -1,4 +1,4 @@
-"""The MIMIR features (design §4, "Features"), computed for all intervals of a granularity at once.
+"""The MIMIR features (docs/architecture.md#features), computed for all intervals of a granularity at once.
 
 Each family is a function of an edge table (interval, src, dst, bytes) over integer node ids and a grouping of
 nodes, so the tests can hold it against a plain networkx implementation on random graphs. The prototype's bugs

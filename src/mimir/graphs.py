@@ -1,4 +1,4 @@
-"""Per-interval communication graphs (design §4, "Graphs"), kept as edge tables over all intervals at once.
+"""Per-interval communication graphs (docs/architecture.md#graphs), kept as edge tables over all intervals at once.
 
 The pod+VIP graph has a node per pod, service VIP, `ingress`, `outside` (and `unknown/<ip>`); the service graph
 collapses each service's pods and VIP into the service. Edge weight = bytes, with packets alongside.

@@ -1,4 +1,4 @@
-"""Captures to the flows table (design §3, "Flows"): one streaming pass over every file, in the order given.
+"""Captures to the flows table (docs/architecture.md#flows): one streaming pass over every file, in the order given.
 
 Writes `FLOWS.parquet` and, beside it, `FLOWS.summary.json`; both appear whole or not at all.
 """

@@ -1,7 +1,7 @@
-"""Detectors behind one interface (design §4): fit on labelled training tables, then a score in [0, 1] per
-interval of the coarsest granularity.
+"""Detectors behind one interface (docs/architecture.md#detectors): fit on labelled training tables, then a score
+in [0, 1] per interval of the coarsest granularity.
 
-A table set maps each granularity (seconds) to one feature table (design §3, "Features"): rows are intervals
+A table set maps a granularity (seconds) to its feature table (docs/architecture.md#feature-tables): rows are intervals
 with `start`, `label`, `split` and feature columns. Scores are reported per coarse interval, so every method is
 judged on the same intervals.
 """

@@ -1,4 +1,4 @@
-"""Baselines (design §4) on the service graph of the coarse granularity (the tables' `w:a>b` columns).
+"""Baselines (docs/architecture.md#baselines) on the coarse granularity's service graph (the tables' `w:a>b` columns).
 
 Each turns its raw statistic into [0, 1] the same way where it has no natural scale: the share of benign
 training intervals with a smaller statistic (an empirical CDF). Thresholds are chosen on validation, as for

@@ -1,5 +1,5 @@
-"""Import of the prototype's experiments (design §5, "import"): pcap + pickled cluster-creation log (+ analysis
-JSON) into a run bundle.
+"""Import of the prototype's experiments (docs/architecture.md#import-source): pcap + pickled cluster-creation log
+(+ analysis JSON) into a run bundle.
 
 The cluster-creation log is a Python 2 pickle of `{second: {name: (ip, '+'/'-', namespace, 'pod'/'svc',
 labels_or_selector, status_or_ip)}}`. It is read with an unpickler that refuses every global, so a pickle that

@@ -1,6 +1,6 @@
 """`mimir collect`: one run on a real Kubernetes cluster, from deployment to a run bundle.
 
-The order is what makes the run trustworthy (the prototype's weaknesses, mimir-collection.md §7): deploy from pinned
+The order is what makes the run trustworthy (docs/architecture.md#prototype-bugs-not-copied): deploy from pinned
 manifests and wait for readiness through the API (no fixed sleeps), populate, probe the entry point, then start the
 entity watch (a full listing), the node capture and one Locust process, each stamping its own events in UTC epoch
 seconds. Whatever happens (success, an error, Ctrl-C or SIGTERM), the load, the capture and the watch are stopped, the

@@ -1,7 +1,7 @@
 """The load of a cluster run: one plan (the daily curve, the request mix) and one Locust process that plays it.
 
 The prototype started a fresh Locust for each of its 24 phases, so every user logged in again at each boundary and
-the phase times went unrecorded (mimir-collection.md §3.1, §7 item 8). Here a single Locust runs the whole curve
+the phase times went unrecorded. Here a single Locust runs the whole curve
 through a load shape (locust_support.DailyCurveShape) that stamps every phase change in a JSON-lines file.
 This module does not import locust: Locust monkey-patches with gevent, which the collector process must not be.
 """

@@ -1,4 +1,4 @@
-"""Who held which address when, recorded from the cluster's API into `entities.jsonl` (design §3).
+"""Who held which address when, from the cluster's API into `entities.jsonl` (docs/architecture.md#entity-events).
 
 The prototype scraped `kubectl get -w` text and lost deletions; here pods, services, endpoints and nodes are
 listed once (an "added" event for everything that exists, stamped with the listing time) and then followed through

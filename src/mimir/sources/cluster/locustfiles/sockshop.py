@@ -1,4 +1,4 @@
-"""Sock Shop shoppers for Locust: the prototype's background_traffic.py behaviours (mimir-collection.md §3.2).
+"""Sock Shop shoppers for Locust: the behaviours of the prototype's background_traffic.py (fretbuzz/mimir_v2).
 
 - browse: the home page and the catalogue, then category and detail pages in turn (8 of each, the `repeat` of
   config/apps/sockshop.yaml; the prototype alternated 20 times) with a think time between pages.
