@@ -219,7 +219,7 @@ def figures(metrics_csv: Path, runs: dict[str, dict], out: Path, rate: float) ->
         _save(fig, out / stem)
         plt.close(fig)
 
-    # 4. F1 vs rate for 10 s, 60 s and both (the MIMIR detector), on the training runs' test splits
+    # 4. F1 vs rate of the MIMIR detector on every granularity and on each alone, over the evaluation runs
     fig, ax = plt.subplots(figsize=(6, 4))
     variants = m[m["method"].str.startswith("mimir") & m["run"].map(lambda n: bool(runs.get(n, {}).get("training")))]
     for method, group in variants.groupby("method"):
