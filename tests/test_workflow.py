@@ -266,18 +266,20 @@ def test_an_interrupted_run_resumes_to_the_same_results(complete: Path, tmp_path
 
 
 def test_a_rate_reaches_the_injection_as_configured_not_as_its_file_name(complete: Path, tmp_path: Path) -> None:
-    """0.1234567 MB/min is named 0.123457 in files; the workflow injects the configured value, as `mimir features`."""
-    run = complete / "data" / "runs" / "small-train"
-    edges = complete / "results" / "small-train" / "edges.parquet"
-    common = ["features", str(edges), str(run), "--seed", "3", "--attack-seconds", "20"]
+    """0.1234567 MB/min is named 0.123457 in files; the workflow injects the configured value, as `mimir features`
+    does, and a rate written 1 in YAML is the same rate as 1.0 (the injection's seed depends on the value)."""
+    results = complete / "results" / "small-train"
+    common = ["features", str(results / "edges.parquet"), str(complete / "data" / "runs" / "small-train")]
     tables = {}
-    for rate in ("0.1234567", "0.123457"):
+    for rate in ("0.1234567", "0.123457", "1"):
         cli = subprocess.run(
-            [sys.executable, "-m", "mimir.cli", *common, "--rates", rate, "--tg", "10", "-o", str(tmp_path / rate)],
+            [sys.executable, "-m", "mimir.cli", *common, "--seed", "3", "--attack-seconds", "20", "--rates", rate,
+             "--tg", "10", "-o", str(tmp_path / rate)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
-        tables[rate] = (tmp_path / rate / "attacks" / "0.123457.parquet").read_bytes()
-    workflow = (complete / "results" / "small-train" / "attacks" / "0.123457.parquet").read_bytes()
-    assert len(pd.read_parquet(complete / "results" / "small-train" / "attacks" / "0.123457.parquet")) > 0
-    assert workflow == tables["0.1234567"] != tables["0.123457"]
+        tables[rate] = {p.name: p.read_bytes() for p in (tmp_path / rate / "attacks").glob("*.parquet")}
+    assert len(pd.read_parquet(results / "attacks" / "0.123457.parquet")) > 0
+    workflow = (results / "attacks" / "0.123457.parquet").read_bytes()
+    assert workflow == tables["0.1234567"]["0.123457.parquet"] != tables["0.123457"]["0.123457.parquet"]
+    assert (results / "attacks" / "1.parquet").read_bytes() == tables["1"]["1.parquet"]
