@@ -141,7 +141,7 @@ def import_run(inputs: Mapping[str, Any], out: Path) -> None:
     """Rule import_legacy: inputs `pcap`, `cluster_log` and, if the run names one, `analysis_json`."""
     from mimir.sources.legacy import import_legacy
 
-    analysis = Path(inputs["analysis_json"]) if "analysis_json" in inputs.keys() else None
+    analysis = Path(inputs["analysis_json"]) if inputs.get("analysis_json") else None
     import_legacy(Path(inputs["pcap"]), Path(inputs["cluster_log"]), analysis, out)
 
 

@@ -39,7 +39,7 @@ def put_le(out, o, value, width):
 
 
 @njit(inline="always", cache=True)
-def put_record_header(out, o, sec, usec, caplen, length):  # noqa: PLR0913, PLR0917
+def put_record_header(out, o, sec, usec, caplen, length):
     put_le(out, o, sec, 4)
     put_le(out, o + 4, usec, 4)
     put_le(out, o + 8, caplen, 4)
@@ -47,7 +47,7 @@ def put_record_header(out, o, sec, usec, caplen, length):  # noqa: PLR0913, PLR0
 
 
 @njit(inline="always", cache=True)
-def put_ipv4(out, ip, total_length, proto, src, dst):  # noqa: PLR0913, PLR0917
+def put_ipv4(out, ip, total_length, proto, src, dst):
     """A 20-byte IPv4 header (TTL 64, no checksum); returns where the transport header starts."""
     out[ip] = 0x45
     put_be(out, ip + 2, total_length, 2)
@@ -67,7 +67,7 @@ def put_ports(out, t, end, sport, dport):
 
 
 @njit(inline="always", cache=True)
-def put_ipv6(out, ip, payload_length, proto, src_hi, src_lo, dst_hi, dst_lo):  # noqa: PLR0913, PLR0917
+def put_ipv6(out, ip, payload_length, proto, src_hi, src_lo, dst_hi, dst_lo):
     """A 40-byte IPv6 header (hop limit 64); returns where the transport header starts."""
     out[ip] = 0x60
     put_be(out, ip + 4, payload_length, 2)

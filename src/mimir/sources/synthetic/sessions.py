@@ -28,9 +28,7 @@ def step_templates(app: App) -> tuple[list[list[int]], list[Step]]:
     return sessions, steps
 
 
-def step_instances(
-    cfg: RunSpec, sessions: list[list[int]], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def step_instances(cfg: RunSpec, sessions: list[list[int]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Start times (s since start) and step template of every page a user requests."""
     kinds = list(cfg.app.requests)
     p = np.array([cfg.mix.get(k, 0.0) for k in kinds])
