@@ -25,9 +25,8 @@ RUNS = config["runs"]
 SYNTHETIC = [name for name, run in RUNS.items() if run["source"] == "synthetic"]
 IMPORTED = [name for name, run in RUNS.items() if run["source"] == "import"]
 COLLECTED = [name for name, run in RUNS.items() if run["source"] == "cluster"]
-RATES = {
-    rate_name(rate): rate for rate in config["features"]["rates"]
-}  # file name → configured value
+# a rate's name in file names → its configured value (a float, as validation made it)
+RATES = {rate_name(rate): rate for rate in config["features"]["rates"]}
 GRANULARITIES = config["features"]["granularities"]
 BIN = config["ingest"]["bin"]
 TRAINING = [name for name, run in RUNS.items() if run["role"] == "train"]

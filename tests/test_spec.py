@@ -151,3 +151,10 @@ def test_method_names_and_rate_names() -> None:
     with pytest.raises(UsageError, match="METHOD@SECONDS"):
         split_method("mimir@ten")
     assert [rate_name(r) for r in FeatureSpec.rates] == ["10", "1", "0.1", "0.05", "0.01"]
+
+
+def test_rates_are_floats_whatever_the_yaml_says() -> None:
+    """`10` and `10.0` are one rate: the injection's seed is drawn from the value, so both must give the same."""
+    config = validate_config(config_with(features={"rates": [10, 0.1]}, figures={"rate": 10}), SCHEMA)
+    assert config["features"]["rates"] == [10.0, 0.1] and all(type(r) is float for r in config["features"]["rates"])
+    assert type(config["figures"]["rate"]) is float

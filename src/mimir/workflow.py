@@ -84,6 +84,9 @@ def _check_runs(config: dict[str, Any]) -> None:
 def _check_features(config: dict[str, Any]) -> None:
     """The split, unique rate names, granularities on whole flow bins, and methods on configured granularities."""
     features = config["features"]
+    # a rate is a float whether the YAML says 10 or 10.0: the injection's seed depends on its value
+    features["rates"] = [float(rate) for rate in features["rates"]]
+    config["figures"]["rate"] = float(config["figures"]["rate"])
     split = features["split"]
     if abs(sum(split.values()) - 1) > 1e-9:
         raise ConfigError(f"features.split: the shares add up to {sum(split.values())}, not 1")
