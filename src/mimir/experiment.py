@@ -149,8 +149,12 @@ def metrics_tables(evaluations: Sequence[Evaluation], out_metrics: Path, out_pat
 
 
 def _save(fig: Any, stem: Path) -> None:
+    """PNG and SVG, the same bytes from the same numbers: no date, and SVG ids hashed with a fixed salt (matplotlib
+    salts them with a random one unless told)."""
+    import matplotlib
+
     for suffix in (".png", ".svg"):
-        with atomic_path(stem.with_suffix(suffix)) as tmp:
+        with atomic_path(stem.with_suffix(suffix)) as tmp, matplotlib.rc_context({"svg.hashsalt": "mimir"}):
             fig.savefig(
                 tmp,
                 format=suffix[1:],
