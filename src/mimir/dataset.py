@@ -147,7 +147,7 @@ def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed
     cfg = InjectionConfig.from_spec(spec, seed)
     start, end = int(np.floor(run["start"])), float(run["end"])
     targets = Targets(paths, *active_pods(edges), calls, start, int(end))
-    _SHARED["job"] = _RateJob(CodedEdges.from_edges(edges), targets, run, inputs.run_dir.name, out, spec, cfg)
+    _SHARED["job"] = _RateJob(CodedEdges.from_edges(edges), targets, end, run, inputs.run_dir.name, out, spec, cfg)
     try:
         if jobs > 1 and len(spec.rates) > 1:  # forked workers inherit the tables instead of receiving pickled copies
             with ProcessPoolExecutor(min(jobs, len(spec.rates)), mp_context=get_context("fork")) as pool:
@@ -172,7 +172,8 @@ class _RateJob:
     """Everything one rate of a build shares with the others, computed once before the rates fan out."""
 
     edges: CodedEdges
-    targets: Targets
+    targets: Targets  # the run's span from targets.start; the last second may be partial, so:
+    end: float
     run: dict
     name: str
     out: FeatureOutputs
@@ -188,8 +189,8 @@ class _RateJob:
         return [self._table(combined, injected, tg, rate) for tg in self.spec.granularities]
 
     def _table(self, combined: CodedEdges, injected: pd.DataFrame, tg: int, rate: float) -> dict:
-        start, end = int(np.floor(self.run["start"])), float(self.run["end"])
-        graphs = build_graphs(combined, start, end, tg)
+        start = self.targets.start
+        graphs = build_graphs(combined, start, self.end, tg)
         table = compute_features(graphs, list(self.run.get("sensitive", [])))
         meta = labels(injected, self.run.get("exfiltration", []), start, tg, graphs.intervals)
         meta.insert(0, "start", start + np.arange(graphs.intervals) * tg)

@@ -44,6 +44,17 @@ def parse_rate(text: str, where: str) -> float:
     return per_minute
 
 
+def _seconds(value: Any, where: str, *, positive: bool) -> float:
+    """A time in seconds as the user wrote it: finite, not negative, and above 0 where `positive`."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: {value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        raise UsageError(f"{where}: {value!r} must be a {'positive' if positive else 'non-negative'} number of seconds")
+    return seconds
+
+
 @dataclass(frozen=True)
 class ExfilWindow:
     """A physical exfiltration written into a synthetic capture: `bytes_per_minute` along `path` for a window.
@@ -72,15 +83,9 @@ class ExfilWindow:
         path = tuple(str(p) for p in entry["path"])
         if len(path) < 2 or path[-1] != "outside" or any(p not in app.services for p in path[:-1]):
             raise UsageError(f"{where}: the path lists services of {app.name} and ends with 'outside', not {path}")
-        times = {}
-        for key, default in (("start", None), ("duration", cls.duration)):
-            try:
-                times[key] = float(entry.get(key, default))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise UsageError(f"{where}: {key}: {entry.get(key)!r} is not a number of seconds") from None
-            if not math.isfinite(times[key]) or times[key] < 0 or (key == "duration" and times[key] == 0):
-                raise UsageError(f"{where}: {key}: {entry.get(key)!r} must be a positive number of seconds")
-        return cls(path, parse_rate(entry["rate"], f"{where}: rate"), times["start"], times["duration"])
+        start = _seconds(entry["start"], f"{where}: start", positive=False)
+        duration = _seconds(entry.get("duration", cls.duration), f"{where}: duration", positive=True)
+        return cls(path, parse_rate(entry["rate"], f"{where}: rate"), start, duration)
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,7 @@ class RunSpec:
     start: int = DEFAULT_START
     exfil: tuple[ExfilWindow, ...] = ()
 
-    MIN_SNAPLEN = 68  # the link, IP and TCP headers: less and ports are lost
-
-    def __post_init__(self) -> None:
-        if self.snaplen < self.MIN_SNAPLEN:
-            raise UsageError(f"snaplen {self.snaplen}: at least {self.MIN_SNAPLEN} bytes (link, IP and TCP headers)")
+    MIN_SNAPLEN = 68  # the link, IP and TCP headers: less and ports are lost (the schema's minimum, and --snaplen's)
 
     @classmethod
     def from_config(

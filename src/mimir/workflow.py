@@ -63,8 +63,6 @@ def validate_config(config: dict[str, Any], schema_path: Path, source: str = "co
 
 def _check_runs(config: dict[str, Any]) -> None:
     """Training references, and every generated or collected run built once as it will be (apps, mixes, exfil)."""
-    from mimir.apps import load_app
-
     runs = config["runs"]
     for name, run in runs.items():
         training = run.get("training")
@@ -74,11 +72,7 @@ def _check_runs(config: dict[str, Any]) -> None:
             continue
         if run["source"] == "cluster" and run.get("exfil"):
             raise ConfigError(f"runs.{name}.exfil: physical exfiltration is only generated (source: synthetic)")
-        try:
-            app = load_app(run["app"])
-        except MimirError as e:
-            raise ConfigError(f"runs.{name}.app: {e}") from None
-        RunSpec.from_config(name, run, config["defaults"], config["seed"], app)
+        run_spec(name, run, config["defaults"], config["seed"])
 
 
 def _check_features(config: dict[str, Any]) -> None:
@@ -118,7 +112,11 @@ def run_spec(name: str, settings: Mapping[str, Any], defaults: Mapping[str, Any]
     """The run `runs.NAME` of the config, as the command line would build it."""
     from mimir.apps import load_app
 
-    return RunSpec.from_config(name, settings, defaults, seed, load_app(settings["app"]))
+    try:
+        app = load_app(settings["app"])
+    except MimirError as e:
+        raise ConfigError(f"runs.{name}.app: {e}") from None
+    return RunSpec.from_config(name, settings, defaults, seed, app)
 
 
 def synth_run(name: str, params: Mapping[str, Any], out: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mimir.errors import EXIT_CODES, UsageError
 from mimir.loadmodel import DEFAULT_MIX
-from mimir.spec import RunSpec
+from mimir.spec import ExfilWindow, RunSpec
 
 EXIT_CODE_TEXT = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
@@ -79,8 +80,9 @@ def add_run_options(parser: argparse.ArgumentParser, users: str, seed: str) -> N
     )
 
 
-def run_spec(args: argparse.Namespace, **source_only: Any) -> RunSpec:
-    """The run the options describe (`source_only`: what only one source knows, such as the start time)."""
+def run_spec(args: argparse.Namespace, exfil: Sequence[str] = (), **source_only: Any) -> RunSpec:
+    """The run the options describe: `exfil` holds --exfil texts, `source_only` what only one source knows (the
+    start time)."""
     from mimir.apps import load_app
     from mimir.loadmodel import parse_mix
 
@@ -95,5 +97,6 @@ def run_spec(args: argparse.Namespace, **source_only: Any) -> RunSpec:
         seed=args.seed,
         snaplen=args.snaplen,
         rotate=args.rotate,
+        exfil=tuple(ExfilWindow.from_text(text, app) for text in exfil),
         **source_only,
     )

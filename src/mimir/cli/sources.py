@@ -37,13 +37,9 @@ def add_synth(commands: Commands) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> None:
-    from mimir.apps import load_app
     from mimir.sources.synthetic import synthesize
-    from mimir.spec import ExfilWindow
 
-    app = load_app(args.app)
-    exfil = tuple(ExfilWindow.from_text(text, app) for text in args.exfil)
-    spec = run_spec(args, start=args.start, exfil=exfil)
+    spec = run_spec(args, args.exfil, start=args.start)
     result = synthesize(spec, args.output)
     print(
         f"{args.output}: {result.packets} packets in {len(result.files)} capture file(s), {spec.app.name}, "

@@ -267,9 +267,8 @@ def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -
     app_manifests = manifests.load_manifests(cfg.manifest_folder)
     if cfg.out.exists() and any(cfg.out.iterdir()):
         raise UsageError(f"{cfg.out}: the output folder exists and is not empty; choose another or remove it")
-    api = kube.connect(
-        cfg.cluster.kubeconfig, cfg.cluster.context, cfg.cluster.server
-    )  # before any file: a wrong cluster leaves nothing
+    # connect before writing any file: a wrong cluster leaves nothing behind
+    api = kube.connect(cfg.cluster.kubeconfig, cfg.cluster.context, cfg.cluster.server)
     _prepare_output(cfg.out)
     run = _Collection(cfg, api, RunRecord(cfg.out, _run_info(cfg)), progress)
     try:
