@@ -26,7 +26,7 @@ from mimir.capture.decode import LINKTYPE_LINUX_SLL2
 from mimir.capture.pcapwrite import pcap_header, write_records
 from mimir.io import atomic_dir
 from mimir.loadmodel import daily_curve
-from mimir.sources.synthetic.packets import ordered_packets
+from mimir.sources.synthetic.packets import OPTION_BYTES, ordered_packets
 from mimir.sources.synthetic.simulation import Simulation
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ class _CaptureWriter:
             return
         micros = np.floor(pk["t"] * 1e6).astype(np.int64) + self.cfg.start * 1_000_000
         index = ((micros // 1_000_000 - self.cfg.start) // int(self.cfg.rotate)).astype(np.int64)
-        frame = 40 + np.where(pk["proto"] == 6, 20, 8) + pk["payload"]  # SLL2, IPv4, then TCP or UDP headers
+        # SLL2 and IPv4, then a TCP header with its options or a UDP header, then the payload
+        frame = 40 + np.where(pk["proto"] == 6, 20 + OPTION_BYTES[pk["opt"]], 8) + pk["payload"]
         bounds = np.flatnonzero(np.diff(index)) + 1
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, index.shape[0]], strict=True):
             self._switch(int(index[lo]))
@@ -70,7 +71,7 @@ class _CaptureWriter:
                 out, micros[sl] // 1_000_000, micros[sl] % 1_000_000, frame[sl], self.cfg.snaplen,
                 LINKTYPE_LINUX_SLL2, SLL2_INTERFACE, ipv4, no_high_word, pk["src"][sl], no_high_word, pk["dst"][sl],
                 pk["proto"][sl], pk["sport"][sl], pk["dport"][sl], pk["seq"][sl], pk["ack"][sl], pk["flags"][sl],
-                TCP_WINDOW, True,
+                TCP_WINDOW, True, pk["opt"][sl], pk["mss"][sl],
             )  # fmt: skip
             self.handle.write(memoryview(out)[:used])
         self.packets += pk["t"].shape[0]
