@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from mimir import __version__
-from mimir.cli import hosts, sources, stages
+from mimir.cli import hosts, realism, sources, stages
 from mimir.cli.options import EXIT_CODE_TEXT
 from mimir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, MimirError
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_features(commands)
     sources.add_collect(commands)
     hosts.add_provision(commands)
+    realism.add_realism(commands)
     return parser
 
 
