@@ -96,7 +96,15 @@ def test_malformed_env_is_a_usage_error(value: str | None, message: str) -> None
 
 @pytest.mark.parametrize(
     "changes",
-    [{"phases": 10}, {"think_min": 3.0}, {"spawn_rate": 0}, {"duration": math.inf}, {"mix": {}}],
+    [
+        {"phases": 10},
+        {"think_min": 3.0},
+        {"spawn_rate": 0},
+        {"duration": math.inf},
+        {"mix": {}},
+        {"think_distribution": "pareto"},
+        {"think_max": math.inf},
+    ],
 )
 def test_impossible_plans_are_refused(changes: dict) -> None:
     with pytest.raises(UsageError, match="load plan"):
@@ -154,6 +162,39 @@ def test_each_user_has_a_reproducible_choice_sequence(tmp_path: Path) -> None:
         assert set(seen) <= {"a", "b"}
         assert all(0.5 <= w <= 1.5 for w in waits)
     assert first[0][0] != first[1][0]
+
+
+WAITS = """
+import json
+from locust.env import Environment
+from mimir.sources.cluster.locust_support import MixUser
+
+class Waiter(MixUser):
+    host = "http://127.0.0.1:9"
+    def a(self): pass
+
+user = Waiter(Environment(user_classes=[Waiter]))
+print(json.dumps([user.wait_time() for _ in range(4000)]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("think", "median"),
+    [
+        ({"think_distribution": "lognormal", "think_median": 2.0, "think_sigma": 0.5}, 2.0),
+        ({"think_distribution": "exponential", "think_mean": 3.0}, 3.0 * math.log(2)),
+    ],
+)
+def test_locust_users_wait_as_the_application_says(tmp_path: Path, think: dict, median: float) -> None:
+    """The collector's users draw think times from the same distributions as the synthetic users."""
+    env = {**os.environ, **plan(mix={"a": 1.0}, think_min=0.2, think_max=30.0, **think).to_env()}
+    done = subprocess.run(
+        [sys.executable, "-c", WAITS], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    waits = sorted(json.loads(done.stdout))
+    assert waits[0] >= 0.2 and waits[-1] <= 30.0
+    assert waits[len(waits) // 2] == pytest.approx(median, rel=0.08)
 
 
 class Hits(http.server.BaseHTTPRequestHandler):

@@ -168,10 +168,6 @@ class ThinkTime:
     median: float = 0.0
     sigma: float = 0.0
 
-    def __getitem__(self, i: int) -> float:
-        """`(min, max)[i]`, as the first format's tuple was indexed (the collector's Locust waits still do)."""
-        return (self.min, self.max)[i]
-
 
 @dataclass(frozen=True)
 class Sizes:

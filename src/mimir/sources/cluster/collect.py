@@ -344,14 +344,19 @@ def _start_recording(run: _Collection, netns: Path | None) -> None:
 def _load(run: _Collection, target: str, params: dict[str, str]) -> None:
     """The one Locust process. A signal meanwhile only sets the stop event: Locust stops and writes its statistics."""
     cfg, record = run.cfg, run.record
+    think = cfg.run.app.think_time
     plan = load.LoadPlan(
         users=cfg.run.users,
         duration=cfg.run.duration,
         spawn_rate=cfg.cluster.spawn_rate,
         mix=cfg.run.mix,
         seed=cfg.run.seed,
-        think_min=cfg.run.app.think_time[0],
-        think_max=cfg.run.app.think_time[1],
+        think_min=think.min,
+        think_max=think.max,
+        think_distribution=think.distribution,
+        think_mean=think.mean,
+        think_median=think.median,
+        think_sigma=think.sigma,
         params=params,
         events=str(cfg.out / "load" / "phases.jsonl"),
     )

@@ -45,6 +45,10 @@ class LoadPlan:
     seed: int
     think_min: float
     think_max: float
+    think_distribution: str = "uniform"  # or exponential (think_mean) or lognormal (think_median, think_sigma)
+    think_mean: float = 0.0
+    think_median: float = 0.0
+    think_sigma: float = 0.0
     phases: int = PHASES
     params: dict[str, str] = field(default_factory=dict)
     events: str = ""
@@ -59,10 +63,15 @@ class LoadPlan:
             problems.append(f"spawn_rate {self.spawn_rate!r} is not a positive number of users per second")
         if not isinstance(self.phases, int) or self.phases < 1 or self.phases % PHASES:
             problems.append(f"phases {self.phases!r} is not a whole number of {PHASES}-phase days")
-        if not (_positive(self.think_max, zero=True) and _positive(self.think_min, zero=True)) or (
+        unbounded = self.think_distribution != "uniform" and self.think_max == math.inf  # no clipping above
+        if not ((unbounded or _positive(self.think_max, zero=True)) and _positive(self.think_min, zero=True)) or (
             self.think_min > self.think_max
         ):
             problems.append(f"think times {self.think_min!r}..{self.think_max!r} are not 0 <= min <= max")
+        if self.think_distribution not in ("uniform", "exponential", "lognormal"):
+            problems.append(
+                f"think-time distribution {self.think_distribution!r} is not uniform, exponential or lognormal"
+            )
         if not isinstance(self.mix, dict) or not self.mix:
             problems.append("mix is empty: name at least one behaviour")
         elif any(not _positive(p, zero=True) for p in self.mix.values()) or sum(self.mix.values()) <= 0:

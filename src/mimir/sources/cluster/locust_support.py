@@ -15,6 +15,7 @@ import alone makes DailyCurveShape drive the run; MixUser is abstract, and each 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -87,7 +88,15 @@ class MixUser(HttpUser):
         self.behaviour_weights = list(self.plan.mix.values())
 
     def wait_time(self) -> float:
-        return self.rng.uniform(self.plan.think_min, self.plan.think_max)
+        """A think time from the application's distribution, clipped to its bounds, as the synthetic users wait."""
+        plan = self.plan
+        if plan.think_distribution == "exponential":
+            wait = self.rng.expovariate(1.0 / plan.think_mean)
+        elif plan.think_distribution == "lognormal":
+            wait = plan.think_median * math.exp(plan.think_sigma * self.rng.gauss(0.0, 1.0))
+        else:
+            return self.rng.uniform(plan.think_min, plan.think_max)
+        return min(max(wait, plan.think_min), plan.think_max)
 
     @task
     def behave(self) -> None:

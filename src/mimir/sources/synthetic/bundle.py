@@ -149,7 +149,7 @@ def _entities(sim: Simulation) -> str:
         "node",
         namespace="",
         name="node-1",
-        ips=[network.NODE_IP],
+        ips=[network.NODE_IP, network.POD_GATEWAY],
         labels={},
         selector={},
         owner="",
@@ -168,6 +168,18 @@ def _entities(sim: Simulation) -> str:
         owner="",
         app="kube-dns",
     )
+    event(
+        t0,
+        "added",
+        "service",
+        namespace="default",
+        name="kubernetes",
+        ips=[network.API_VIP],
+        labels={"component": "apiserver", "provider": "kubernetes"},
+        selector={},
+        owner="",
+        app="kubernetes",
+    )
     for j, name in enumerate(sim.names):
         svc = app.services[name]
         event(
@@ -182,20 +194,16 @@ def _entities(sim: Simulation) -> str:
             owner="",
             app=name,
         )
-    for pod, service in enumerate(sim.pods.service):
-        if service < 0:
-            namespace, owner, app_name, labels = "kube-system", "deployment/coredns", "kube-dns", dns_labels
-        else:
-            name = sim.names[service]
-            namespace, owner, app_name, labels = app.namespace, f"deployment/{name}", name, app.services[name].labels
+    labels_of = {name: svc.labels for name, svc in app.services.items()} | {"kube-dns": dns_labels}
+    for pod, _service in enumerate(sim.pods.service):
         common = {
-            "namespace": namespace,
+            "namespace": sim.pods.namespace[pod],
             "name": sim.pods.name[pod],
             "ips": [_ip(sim.pods.ip[pod])],
-            "labels": labels,
+            "labels": labels_of.get(sim.pods.app[pod], {"app": sim.pods.app[pod]}),
             "selector": {},
-            "owner": owner,
-            "app": app_name,
+            "owner": sim.pods.owner[pod],
+            "app": sim.pods.app[pod],
         }
         event(t0 + sim.pods.added[pod], "added", "pod", **common)
         if sim.pods.deleted[pod] < cfg.duration:
@@ -216,6 +224,7 @@ def _run_info(sim: Simulation, writer: _CaptureWriter, files: list[Path]) -> dic
         "exfiltration": sim.exfil_windows,
         "addresses": {
             "node": network.NODE_IP,
+            "gateway": network.POD_GATEWAY,
             "load_generator": network.LOAD_GENERATOR_IP,
             "pod_network": network.POD_NETWORK,
             "service_network": network.SERVICE_NETWORK,
