@@ -132,7 +132,7 @@ def test_the_shipped_applications_load(name: str) -> None:
 def test_a_first_format_file_loads_with_every_new_key_at_its_default(tmp_path: Path) -> None:
     app = load_app(str(write(tmp_path, FIRST_FORMAT)))
     assert app.think_time == ThinkTime("uniform", 2.0, 4.0)
-    assert (app.think_time[0], app.think_time[1]) == (2.0, 4.0)  # indexed as the first format's (min, max)
+    assert (app.think_time.min, app.think_time.max) == (2.0, 4.0)
     assert (app.sizes, app.errors, app.ingress, app.tcp) == (Sizes(), Errors(), Ingress(), Tcp())
     assert (app.dns, app.platform, app.pod_life) == (Dns(), Platform(), PodLife())
     assert app.periodic == () and app.jobs == ()

@@ -82,6 +82,13 @@ def test_exec_probes_make_no_packets(tmp_path: Path) -> None:
     assert (conns["req"][front] == 0).all() and (conns["resp"][front] == 0).all()  # tcp probes carry no data
 
 
+def test_grpc_probes_make_a_health_check(tmp_path: Path) -> None:
+    probes = {"readiness": {"type": "grpc", "period": 10}, "liveness": {"type": "exec"}}
+    sim, conns = simulate(tmp_path, base_app(db={"probes": probes}))
+    mine = (conns["c1"] == GATEWAY) & np.isin(conns["s1"], list(pod_ips(sim, "db")))
+    assert mine.any() and (conns["req"][mine] > 0).all() and (conns["resp"][mine] > 0).all()
+
+
 def test_http_probes_carry_a_request_and_an_answer(tmp_path: Path) -> None:
     probes = {"readiness": {"type": "http", "period": 5}, "liveness": {"type": "http", "period": 20}}
     sim, conns = simulate(tmp_path, base_app(front={"probes": probes}))
@@ -267,6 +274,7 @@ def test_periodic_calls_including_loopback_cron(tmp_path: Path) -> None:
     periodic = [
         {"from": "front", "to": "front", "request": 300, "response": 200, "interval": 60},
         {"from": "front", "to": "db", "request": 90, "response": 90, "interval": 5, "protocol": "udp"},
+        {"from": "db", "to": "db", "port": 7946, "request": 60, "response": 60, "interval": 10},  # gossip
     ]
     sim, conns = simulate(tmp_path, base_app(periodic=periodic), users=1)
     front = list(pod_ips(sim, "front"))
@@ -274,6 +282,8 @@ def test_periodic_calls_including_loopback_cron(tmp_path: Path) -> None:
     assert abs(cron.sum() - 2 * 240 / 60) <= 2
     heartbeat = np.isin(conns["c1"], front) & (conns["mode"] == MODE_UDP) & (conns["dport"] == 3306)
     assert abs(heartbeat.sum() - 2 * 240 / 5) <= 2
+    gossip = np.isin(conns["c1"], list(pod_ips(sim, "db"))) & (conns["dport"] == 7946)
+    assert abs(gossip.sum() - 2 * 240 / 10) <= 2  # on the rule's own port, not the service's
 
 
 def test_galera_replication_moves_with_writes_in_small_frames(tmp_path: Path) -> None:

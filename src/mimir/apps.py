@@ -62,7 +62,8 @@ class ConnectionPolicy:
 
 @dataclass(frozen=True)
 class Probe:
-    """A kubelet probe: `tcp` (connect and close), `http` (a small GET), `exec` or `none` (no traffic)."""
+    """A kubelet probe: `tcp` (connect and close), `http` (a small GET), `grpc` (the gRPC health check over
+    HTTP/2), `exec` or `none` (no traffic)."""
 
     type: str = "tcp"
     period: float = 10.0

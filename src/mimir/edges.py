@@ -20,6 +20,7 @@ from mimir.entities import INFRA, INGRESS, OUTSIDE, UNKNOWN, Addressing, load_ru
 from mimir.errors import IOFailure, UsageError
 from mimir.io import atomic_path
 
+LOOPBACK = "loopback"  # the entity of the node's loopback addresses: infrastructure, like the node
 EDGE_COLUMNS = ["ts", "src", "dst", "packets", "bytes", "src_kind", "src_service", "dst_kind", "dst_service"]
 
 
@@ -32,11 +33,13 @@ def _ends(ips: pd.Series, at: pd.Series, spans: pd.DataFrame, addressing: Addres
     addresses = pairs.loc[missing, "ip"].to_numpy()
     inside = addressing.in_cluster(addresses)
     ingress = np.isin(addresses, list(addressing.load_generators))
-    kind = np.where(ingress, INGRESS, np.where(inside, UNKNOWN, OUTSIDE))
-    entity = np.where(kind == UNKNOWN, "unknown/" + addresses.astype(str), kind)
+    text = addresses.astype(str)
+    loopback = np.char.startswith(text, "127.") | (text == "::1")  # the node talking to itself (API server, etcd)
+    kind = np.where(ingress, INGRESS, np.where(loopback, INFRA, np.where(inside, UNKNOWN, OUTSIDE)))
+    entity = np.where(kind == UNKNOWN, "unknown/" + text, np.where(loopback, LOOPBACK, kind))
     pairs.loc[missing, "kind"] = kind
     pairs.loc[missing, "entity"] = entity
-    pairs.loc[missing, "service"] = np.where(kind == UNKNOWN, UNKNOWN, kind)
+    pairs.loc[missing, "service"] = np.where(kind == UNKNOWN, UNKNOWN, np.where(loopback, "", kind))
     return pairs
 
 

@@ -1,8 +1,9 @@
 """The platform's own traffic: what a Kubernetes node does whatever the application (the `platform` settings).
 
 - Probes, per service and type: the kubelet (from the node's address on the pod bridge) opens a TCP connection
-  (`tcp`), or sends a small GET and reads a small answer (`http`); `exec` probes run in the container and make
-  no traffic. kube-system pods are probed too (CoreDNS's HTTP health and readiness ports).
+  (`tcp`), or sends a small GET and reads a small answer (`http`; `grpc`: the health check over HTTP/2); `exec`
+  probes run in the container and make no traffic. kube-system pods are probed too (CoreDNS's HTTP health and
+  readiness ports).
 - API watches: system pods hold long-lived connections to the `kubernetes` VIP (DNAT to the API server on the
   node) and receive events now and then; every few minutes one lists again. Sparse events make these pairs come
   and go between windows, as in the real slice.
@@ -40,7 +41,11 @@ ETCD_EXCHANGES_PER_SECOND = 45
 NODE_API_BYTES_PER_SECOND = 4_000  # kubelet, controller manager and scheduler ↔ API server on the node address
 NODE_API_EXCHANGES_PER_SECOND = 8
 KUBELET_PORT, ETCD_PORT, HEALTH_PORT = 10250, 2379, 8080
-HTTP_PROBE = (110, 160)  # a kubelet probe's GET and its answer's bytes
+PROBE_BYTES = {  # a probe's request and answer bytes by type: none for a bare TCP connect
+    "tcp": (0, 0),
+    "http": (110, 160),  # a kubelet GET and a short 200
+    "grpc": (160, 70),  # HTTP/2 preface, SETTINGS and the Health/Check call; the SERVING answer
+}
 METRICS_SUMMARY = 2_500  # bytes of the kubelet summary per pod, as metrics-server reads it
 PROMETHEUS_SCRAPE = (250, 9_000)  # a scrape request and a pod's /metrics answer
 IMAGE_LAYERS = 6
@@ -116,10 +121,10 @@ def add_probes(sim: Simulation) -> None:
             ts.append(t)
             ips.append(np.full(t.shape[0], sim.pods.ip[pod]))
             ports.append(np.full(t.shape[0], port))
-            kinds.append(np.full(t.shape[0], kind == "http"))
+            kinds.append(np.full((t.shape[0], 2), PROBE_BYTES[kind]))
     if not ts:
         return
-    t, ip, port, http = (np.concatenate(x) for x in (ts, ips, ports, kinds))
+    t, ip, port, sizes = (np.concatenate(x) for x in (ts, ips, ports, kinds))
     n = t.shape[0]
     sim.conns.add(
         t0=t,
@@ -129,8 +134,8 @@ def add_probes(sim: Simulation) -> None:
         s1=ip,
         sport=rng.integers(*EPHEMERAL_PORTS, n),
         dport=port,
-        req=np.where(http, HTTP_PROBE[0], 0),
-        resp=np.where(http, HTTP_PROBE[1], 0),
+        req=sizes[:, 0],
+        resp=sizes[:, 1],
     )
 
 

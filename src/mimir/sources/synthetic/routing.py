@@ -178,6 +178,15 @@ def _through_controller(sim: Simulation, users: np.ndarray, calls: CallRows) -> 
     return pod
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How a batch of calls reaches its service: the connection policy, the protocol and the port."""
+
+    policy: ConnectionPolicy
+    protocol: str
+    port: int
+
+
 @dataclass
 class CallRows:
     """Calls to one service from known callers: start, duration, bytes each way and queries (exchanges)."""
@@ -198,12 +207,13 @@ def connect(
     group_hint: np.ndarray | None = None,
     policy: ConnectionPolicy | None = None,
     protocol: str | None = None,
+    port: int | None = None,
 ) -> np.ndarray:
     """Group calls to service j into connections by its policy, pin each to a serving pod, add the connections.
 
     `caller` is a pod index, or -1 - user for the load generator's users; `group_hint` the page of each call (for
-    the per-page policy); `policy` and `protocol` override the service's own (a timer's calls). Returns the
-    serving pod of each call.
+    the per-page policy); `policy`, `protocol` and `port` override the service's own (a timer's calls). Returns
+    the serving pod of each call.
     """
     svc = sim.app.services[sim.names[j]]
     policy = policy or svc.connection
@@ -227,7 +237,8 @@ def connect(
         pending = gone
     ok = pod >= 0
     key = group * 64 + generation  # one connection per (group, generation)
-    _emit(sim, caller[ok], j, pod[ok], key[ok], replace_rows(calls, ok), policy, protocol or svc.protocol)
+    reach = Reach(policy, protocol or svc.protocol, port or svc.port)
+    _emit(sim, caller[ok], j, pod[ok], key[ok], replace_rows(calls, ok), reach)
     return pod
 
 
@@ -289,12 +300,11 @@ def _emit(
     pod: np.ndarray,
     key: np.ndarray,
     calls: CallRows,
-    policy: ConnectionPolicy,
-    protocol: str,
+    reach: Reach,
 ) -> None:
     """Connections for routed calls: one row per connection that opens and closes around its calls, or one row
     per call on a long-lived connection (the first opens it)."""
-    svc = sim.app.services[sim.names[j]]
+    policy, protocol, dport = reach.policy, reach.protocol, reach.port
     ip = np.array(sim.pods.ip, np.int64)
     keys, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
@@ -312,7 +322,7 @@ def _emit(
             dur=calls.dur,
             mode=mode_rows,
             sport=sport[inverse],
-            dport=svc.port,
+            dport=dport,
             req=calls.req,
             resp=calls.resp,
             rounds=calls.queries,
@@ -336,7 +346,7 @@ def _emit(
             dur=end - start,
             mode=np.full(n_conn, MODE_TCP),
             sport=sport,
-            dport=svc.port,
+            dport=dport,
             req=sums["req"],
             resp=sums["resp"],
             rounds=np.maximum(sums["queries"], 1),
@@ -355,7 +365,7 @@ def _emit(
         dur=calls.dur,
         mode=mode_rows,
         sport=sport[inverse],
-        dport=svc.port,
+        dport=dport,
         req=calls.req,
         resp=calls.resp,
         rounds=calls.queries,
@@ -445,7 +455,7 @@ def add_periodic(sim: Simulation) -> None:
             policy = ConnectionPolicy(kind=rule.connection)
             j = sim.index[rule.to]
             rows = CallRows(t, np.full(n, 0.003), req, resp, np.ones(n, np.int64))
-            connect(sim, pods, j, rows, policy=policy, protocol=rule.protocol)
+            connect(sim, pods, j, rows, policy=policy, protocol=rule.protocol, port=rule.port)
         else:
             ip = np.array(sim.pods.ip, np.int64)
             mode = MODE_UDP if rule.protocol == "udp" else MODE_TCP
