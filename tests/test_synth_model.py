@@ -16,7 +16,7 @@ from mimir import network
 from mimir.apps import load_app
 from mimir.loadmodel import DEFAULT_MIX
 from mimir.sources.synthetic import synthesize
-from mimir.sources.synthetic.connections import MODE_OPEN, MODE_STREAM, MODE_TCP, MODE_UDP
+from mimir.sources.synthetic.connections import MODE_OPEN, MODE_REFUSED, MODE_STREAM, MODE_TCP, MODE_UDP
 from mimir.sources.synthetic.simulation import Simulation
 from mimir.spec import RunSpec
 
@@ -216,6 +216,13 @@ def test_errors_answer_small_and_skip_the_rest_of_the_tree(tmp_path: Path) -> No
     assert abs(failed - 0.2) < 0.05
     pages, queries = entry.sum(), calls_to(conns, 3306).sum()
     assert queries == pytest.approx(pages * (2 * 0.8 + 1 * 0.2), rel=0.1)  # a failed page makes its first call only
+
+
+def test_failed_calls_are_refused_connections(tmp_path: Path) -> None:
+    _, conns = simulate(tmp_path, base_app(errors={"share": 0.3, "response": 350}), users=20)
+    db = calls_to(conns, 3306)
+    refused = db & (conns["mode"] == MODE_REFUSED)
+    assert refused.sum() == pytest.approx(0.3 * (conns["c1"] == CLIENT).sum(), rel=0.2)  # one per failed page
 
 
 def test_think_times_follow_their_distribution(tmp_path: Path) -> None:

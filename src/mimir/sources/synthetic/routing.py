@@ -24,7 +24,7 @@ import numpy as np
 from mimir import network
 from mimir.apps import ConnectionPolicy
 from mimir.network import EPHEMERAL_PORTS
-from mimir.sources.synthetic.connections import MODE_OPEN, MODE_STREAM, MODE_TCP, MODE_UDP
+from mimir.sources.synthetic.connections import MODE_OPEN, MODE_REFUSED, MODE_STREAM, MODE_TCP, MODE_UDP
 from mimir.sources.synthetic.pods import SCALE_WINDOW
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class Calls:
     user: np.ndarray
     parent: np.ndarray
     depth: np.ndarray
+    refused: np.ndarray  # the call that fails a failed page: its connection is refused (SYN, then RST)
 
     def take(self, keep: np.ndarray) -> Calls:
         """The rows of `keep` (a mask), with parents renumbered (a dropped parent drops its subtree first)."""
@@ -108,6 +109,7 @@ def expand_calls(sim: Simulation, visits: Visits, templates: dict[str, np.ndarra
         user=visits.user[visit],
         parent=parent,
         depth=depth,
+        refused=error_call & (local == 1) & (parent_local == 0),
     )
     return calls.take(keep)
 
@@ -133,7 +135,12 @@ def route_calls(sim: Simulation, calls: Calls) -> Served:
             for j in np.unique(calls.callee[mask]):
                 rows = np.flatnonzero(mask & (calls.callee == j))
                 batch = CallRows(
-                    calls.t0[rows], calls.dur[rows], calls.req[rows], calls.resp[rows], calls.queries[rows]
+                    calls.t0[rows],
+                    calls.dur[rows],
+                    calls.req[rows],
+                    calls.resp[rows],
+                    calls.queries[rows],
+                    calls.refused[rows],
                 )
                 if d == 0 and sim.app.ingress.type == "ingress-controller":
                     caller_rows = _through_controller(sim, caller[rows], batch)
@@ -196,6 +203,7 @@ class CallRows:
     req: np.ndarray
     resp: np.ndarray
     queries: np.ndarray
+    refused: np.ndarray | None = None  # calls whose connection is refused (per-call and per-page connections)
 
 
 def connect(
@@ -243,7 +251,7 @@ def connect(
 
 
 def replace_rows(calls: CallRows, keep: np.ndarray) -> CallRows:
-    return CallRows(*(v[keep] for v in vars(calls).values()))
+    return CallRows(*(None if v is None else v[keep] for v in vars(calls).values()))
 
 
 def _groups(
@@ -337,6 +345,8 @@ def _emit(
         end = np.zeros(n_conn)
         np.maximum.at(end, inverse, calls.t0 + calls.dur)
         sums = {c: np.bincount(inverse, getattr(calls, c), n_conn).astype(np.int64) for c in ("req", "resp", "queries")}
+        refused = calls.refused if calls.refused is not None else np.zeros(caller.shape[0], bool)
+        mode = np.where(np.bincount(inverse, refused, n_conn) > 0, MODE_REFUSED, MODE_TCP)
         _add(
             sim,
             caller[first],
@@ -344,7 +354,7 @@ def _emit(
             ip[pod[first]],
             t0=start,
             dur=end - start,
-            mode=np.full(n_conn, MODE_TCP),
+            mode=mode,
             sport=sport,
             dport=dport,
             req=sums["req"],
