@@ -21,6 +21,7 @@ include: "rules/capture.smk"
 include: "rules/edges.smk"
 include: "rules/features.smk"
 include: "rules/models.smk"
+include: "rules/realism.smk"
 
 
 rule all:

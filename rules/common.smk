@@ -32,6 +32,8 @@ BIN = config["ingest"]["bin"]
 TRAINING = [name for name, run in RUNS.items() if run["role"] == "train"]
 METHODS = config["models"]["methods"]
 FIGURES = ["f1_vs_rate", "f1_vs_load", "f1_vs_mix", "f1_vs_granularity"]
+# comparisons of `mimir realism` for the report: name → reference, reference_log, candidate, window, peak, rename
+REALISM = config["realism"]
 # every feature table of a run, in this order: its inputs and the (granularity, rate) of each, zipped by the scripts
 TABLE_LAYOUT = [(tg, rate) for tg in GRANULARITIES for rate in RATES.values()]
 
@@ -61,6 +63,11 @@ def all_outputs():
         "results/tables/metrics.csv",
         *expand("results/figures/{figure}.png", figure=FIGURES),
         "results/figures/roc.png",
+        *expand(
+            "results/realism/{name}/realism.{ext}",
+            name=REALISM,
+            ext=["csv", "md", "png", "svg"],
+        ),
     ]
 
 
@@ -117,6 +124,28 @@ def legacy_files(wildcards):
     files = {"pcap": run["pcap"], "cluster_log": run["cluster_log"]}
     if run.get("analysis_json"):
         files["analysis_json"] = run["analysis_json"]
+    return files
+
+
+def in_project(path):
+    """A path as the config gives it (relative to the working directory), else the same path in this repository
+    when it ships it (config/references/...), so that a working directory's own config can name those files.
+    """
+    if Path(path).is_absolute() or Path(path).exists():
+        return path
+    shipped = Path(workflow.basedir) / path
+    return str(shipped) if shipped.exists() else path
+
+
+def realism_inputs(wildcards):
+    """A comparison reads its reference files and the candidate's run bundle: remaking either reruns it."""
+    entry = REALISM[wildcards.name]
+    files = {
+        "reference": [in_project(path) for path in entry["reference"]],
+        "candidate": f"data/runs/{entry['candidate']}",
+    }
+    if entry.get("reference_log"):
+        files["reference_log"] = in_project(entry["reference_log"])
     return files
 
 

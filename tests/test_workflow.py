@@ -74,6 +74,8 @@ def expected_jobs(config: dict) -> Counter:
     jobs = Counter({rule: n * len(runs) for rule, n in per_run.items()})
     jobs.update({"model": len(methods) * len(training), "score": len(methods) * scored})
     jobs.update({"metrics": 1, "figures": 1, "roc": 1})
+    if config.get("realism"):
+        jobs["realism"] = len(config["realism"])
     return jobs
 
 
@@ -163,6 +165,9 @@ def test_lint_and_format() -> None:
         ),
         ({"runs": {"x": {"app": "sockshop", "users": 3, "mix": {"browse": 1, "shop": 1}}}}, "runs.x.mix.shop"),
         ({"runs": {"x": {"app": "sockshop", "users": 3}}, "cluster": {"cpu_percent": 0}}, "cluster.cpu_percent"),
+        ({"realism": {"wp": {"reference": "slice.txt", "candidate": "nope"}}}, "realism.wp.candidate: 'nope'"),
+        ({"realism": {"wp": {"reference": "slice.txt", "candidate": "small-wp", "colour": 1}}}, "colour"),
+        ({"realism": {"wp": {"reference": [], "candidate": "small-wp"}}}, "realism.wp.reference"),
     ],
 )
 def test_a_bad_config_names_the_key(tmp_path: Path, change: dict, words: str) -> None:
@@ -286,3 +291,56 @@ def test_a_rate_reaches_the_injection_as_configured_not_as_its_file_name(complet
     workflow = (results / "attacks" / "0.123457.parquet").read_bytes()
     assert workflow == tables["0.1234567"]["0.123457.parquet"] != tables["0.123457"]["0.123457.parquet"]
     assert (results / "attacks" / "1.parquet").read_bytes() == tables["1"]["1.parquet"]
+
+
+# A comparison the default experiment makes (config/config.yaml), on a short run: the reference's paths are
+# relative, and a working folder without them reads them from the repository.
+REALISM = {
+    "seed": 3,
+    "defaults": {"duration": 240, "rotate": 240},
+    "runs": {"wp": {"app": "wordpress", "users": 4, "role": "train"}},
+    "features": {"rates": [1], "granularities": [10]},
+    "models": {"methods": ["commsvc"]},
+    "figures": {"rate": 1},
+    "realism": {
+        "wordpress": {
+            "reference": "config/references/wordpress-slice.conv.txt",
+            "reference_log": "config/references/wordpress-slice.entities.jsonl",
+            "candidate": "wp",
+        }
+    },
+}
+REALISM_FILES = [f"results/realism/wordpress/realism.{ext}" for ext in ("csv", "md", "png", "svg")]
+
+
+def realism_files(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    """The comparison's files only (its run, not the models), as `snakemake FILES --configfile ...`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return run_snakemake(workdir, *REALISM_FILES, *args, "--configfile", str(workdir / "config.yaml"))
+
+
+def test_realism_is_planned_when_the_config_names_a_reference(tmp_path: Path) -> None:
+    jobs = jobs_of(snakemake(tmp_path, "--dry-run", config=REALISM).stdout)
+    assert Counter(rule for rule, _ in jobs) == expected_jobs(REALISM)
+    assert ("realism", "") in jobs
+    assert "realism" not in {rule for rule, _ in planned(tmp_path / "none", {**REALISM, "realism": {}})}
+
+
+def test_realism_compares_the_reference_with_the_run_and_reruns_on_change(tmp_path: Path) -> None:
+    realism_files(tmp_path, REALISM)
+    for name in REALISM_FILES:
+        assert (tmp_path / name).stat().st_size > 100
+    summary = re.compile(r"realism: \d+ of \d+ figures within tolerance")
+    assert summary.search((tmp_path / "results/realism/wordpress/realism.md").read_text())
+    assert summary.search((tmp_path / "logs/realism/wordpress.log").read_text())
+    csv = pd.read_csv(tmp_path / "results/realism/wordpress/realism.csv")
+    assert list(csv.columns) == ["figure", "category", "reference", "candidate", "distance", "tolerance", "within"]
+    assert csv.loc[csv["figure"] == "IP conversations", "reference"].tolist() == [149]  # the real slice
+    # built: nothing to do; another window reruns the comparison only, another load the run and the comparison
+    assert jobs_of(realism_files(tmp_path, REALISM, "--dry-run").stdout) == []
+    entry = {**REALISM["realism"]["wordpress"], "window": 20}
+    wider = {**REALISM, "realism": {"wordpress": entry}}
+    assert jobs_of(realism_files(tmp_path, wider, "--dry-run").stdout) == [("realism", "")]
+    busier = {**REALISM, "runs": {"wp": {**REALISM["runs"]["wp"], "users": 5}}}
+    assert sorted(jobs_of(realism_files(tmp_path, busier, "--dry-run").stdout)) == [("realism", ""), ("synth", "wp")]

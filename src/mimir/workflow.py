@@ -56,6 +56,7 @@ def validate_config(config: dict[str, Any], schema_path: Path, source: str = "co
     try:
         _check_runs(config)
         _check_features(config)
+        _check_realism(config)
     except MimirError as e:
         raise ConfigError(f"{source}: {e}") from None
     return config
@@ -98,6 +99,19 @@ def _check_features(config: dict[str, Any]) -> None:
             raise ConfigError(f"models.methods: {method!r}: {tg} s is not one of features.granularities")
     if config["figures"]["rate"] not in features["rates"]:
         raise ConfigError(f"figures.rate: {config['figures']['rate']!r} is not one of features.rates")
+
+
+def _check_realism(config: dict[str, Any]) -> None:
+    """Each comparison's candidate is a run of this config; its reference becomes a list of paths."""
+    for name, entry in config.get("realism", {}).items():
+        if entry["candidate"] not in config["runs"]:
+            raise ConfigError(f"realism.{name}.candidate: {entry['candidate']!r} is not a run of this config")
+        if isinstance(entry["reference"], str):
+            entry["reference"] = [entry["reference"]]
+        if len(entry["reference"]) > 1 and any(Path(p).is_dir() for p in entry["reference"]):
+            raise ConfigError(
+                f"realism.{name}.reference: a run bundle folder is a reference of its own, not one of several"
+            )
 
 
 @contextlib.contextmanager
@@ -162,6 +176,31 @@ def edges_run(flows: Path, run_dir: Path, out: Path, bin_seconds: int, keep_infr
 
     summary = write_edges(flows, run_dir, out, bin_seconds=bin_seconds, keep_infra=keep_infra)
     print(json.dumps(summary, indent=2))
+
+
+def realism_run(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Rule realism: inputs `reference` (run bundle folder or conversation tables), `reference_log` (if the config
+    names one) and `candidate` (the run bundle); outputs `csv`, `md`, `png`, `svg` in one folder; params `window`,
+    `peak` and `rename`. The summary line goes to the log (and heads realism.md)."""
+    from mimir.realism import SideSpec, realism
+
+    out = Path(outputs["csv"]).parent
+    declared = {Path(outputs[kind]) for kind in ("csv", "md", "png", "svg")}
+    planned = {out / f"realism.{kind}" for kind in ("csv", "md", "png", "svg")}
+    if planned != declared:
+        raise ConfigError(f"the rule declares {sorted(map(str, declared))}, realism writes {sorted(map(str, planned))}")
+    reference = inputs["reference"]
+    reference = [reference] if isinstance(reference, str) else list(reference)
+    log = Path(inputs["reference_log"]) if inputs.get("reference_log") else None
+    comparison = realism(
+        SideSpec(tuple(map(Path, reference)), log),
+        SideSpec((Path(inputs["candidate"]),)),
+        out,
+        window=params["window"],
+        peak=params["peak"],
+        renames=dict(params["rename"]),
+    )
+    print(comparison.summary)
 
 
 def features_run(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
