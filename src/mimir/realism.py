@@ -768,6 +768,7 @@ def plot(comparison: Comparison, stem: Path, window: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from mimir.experiment import _save
 
@@ -791,6 +792,7 @@ def plot(comparison: Comparison, stem: Path, window: int) -> None:
     ax.set_yticks(y, rows["category"], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: minor labels overlap
     ax.set_title("bytes per frame, per category (median over windows)")
     ax.set_xlabel("bytes per frame (log scale)")
     ax.legend()
