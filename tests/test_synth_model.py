@@ -382,3 +382,50 @@ def test_addresses_are_given_round_robin_and_reused_after_the_range_wraps(tmp_pa
     assert any(len(names) > 1 for names in holders.values())  # so a deleted pod's address went to a new pod
     live_at_once = max(sim.alive(t).shape[0] for t in np.arange(0, 600, 15.0))
     assert len(holders) <= 253 and live_at_once <= 253
+
+
+def test_coredns_forwards_external_names_upstream(tmp_path: Path) -> None:
+    egress = [{"from": "front", "to": "198.51.100.10", "port": 443, "request": 500, "response": 4000, "interval": 20}]
+    app = base_app(egress=egress, dns={"ttl": 0, "upstream": "198.51.100.53"})
+    sim, conns = simulate(tmp_path, app, users=1)
+    upstream = conns["s1"] == int(ipaddress.IPv4Address("198.51.100.53"))
+    coredns = {sim.pods.ip[p] for p in sim.platform_pods["coredns"]}
+    assert upstream.any() and set(conns["c1"][upstream]) <= coredns  # an edge from CoreDNS to the outside
+    assert (conns["c2"][upstream] == NODE).all()  # and the node's view after SNAT
+    assert upstream.sum() <= 240 / 30 + 1  # at most once per CoreDNS cache period
+
+
+def test_log_shipping_streams_to_its_collector(tmp_path: Path) -> None:
+    platform = {"logs": {"bytes_per_second": 2000, "to": "198.51.100.77"}}
+    sim, conns = simulate(tmp_path, base_app(platform=platform), users=1)
+    shipper = sim.pods.ip[sim.platform_pods["fluent-bit"][0]]
+    shipped = (conns["c1"] == shipper) & (conns["s1"] == int(ipaddress.IPv4Address("198.51.100.77")))
+    assert conns["req"][shipped].sum() == pytest.approx(2000 * 240, rel=0.2)
+    assert (conns["mode"][shipped] == MODE_OPEN).sum() == 1  # one long-lived connection
+
+
+def test_load_balancer_ingress_fronts_the_node_port(tmp_path: Path) -> None:
+    from mimir.sources.synthetic.routing import LOAD_BALANCER_IP
+
+    _, conns = simulate(tmp_path, base_app(ingress={"type": "loadbalancer"}))
+    entry = conns["c1"] == CLIENT
+    assert (conns["s1"][entry] == int(ipaddress.IPv4Address(LOAD_BALANCER_IP))).all()
+    assert (conns["c2"][entry] == GATEWAY).all() and (conns["c3"][entry] == CLIENT).all()
+
+
+def test_ingress_controller_pods_forward_to_the_entry(tmp_path: Path) -> None:
+    sim, conns = simulate(tmp_path, base_app(ingress={"type": "ingress-controller"}))
+    controllers = {sim.pods.ip[p] for p in sim.platform_pods["ingress-nginx-controller"]}
+    entry = conns["c1"] == CLIENT
+    assert entry.any() and set(conns["s2"][entry]) <= controllers  # users reach a controller pod
+    forwarded = np.isin(conns["c1"], list(controllers)) & (conns["s1"] == sim.vip[sim.index["front"]])
+    assert forwarded.any() and set(conns["s2"][forwarded]) <= pod_ips(sim, "front")
+    assert sim.pods.namespace[sim.platform_pods["ingress-nginx-controller"][0]] == "ingress-nginx"
+
+
+def test_ingress_segment_gives_the_outer_view_its_own_segments(tmp_path: Path) -> None:
+    sim, conns = simulate(tmp_path, base_app(ingress={"type": "nodeport", "segment": 4344}))
+    outer = (conns["c1"] == CLIENT) & (conns["s1"] == NODE)
+    inner = (conns["c1"] == GATEWAY) & np.isin(conns["s1"], list(pod_ips(sim, "front"))) & (conns["req"] > 0)
+    assert (conns["mss"][outer] == 4344).all() and (conns["mss"][inner] != 4344).all()
+    assert outer.sum() == inner.sum()  # the same calls, once per side of the node
