@@ -7,6 +7,8 @@ range.
 
 from __future__ import annotations
 
+import ipaddress
+
 SERVICE_NETWORK = "10.96.0.0/12"  # --service-cluster-ip-range of kubeadm and minikube
 POD_NETWORK = "10.244.0.0/16"  # the bridge CNI's pod range on minikube
 KUBE_DNS_VIP = "10.96.0.10"  # the tenth address of the service range, by convention
@@ -18,3 +20,8 @@ LOOPBACK = "127.0.0.1"  # the node's loopback: the API server talks to etcd ther
 LOAD_GENERATOR_IP = "192.168.49.1"  # the host side of that network, where Locust runs
 EXFIL_DESTINATION = "203.0.113.66"  # TEST-NET-3: the world, as the attacker's server
 EPHEMERAL_PORTS = (32768, 61000)  # Linux's ip_local_port_range, as [low, high): the client ports of connections
+
+
+def ipv4_int(text: str) -> int:
+    """An IPv4 address as the integer the synthetic source computes with."""
+    return int(ipaddress.IPv4Address(text))

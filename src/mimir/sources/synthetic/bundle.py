@@ -23,7 +23,7 @@ from tqdm import tqdm
 from mimir import __version__, network
 from mimir.apps import App
 from mimir.capture.decode import LINKTYPE_LINUX_SLL2
-from mimir.capture.pcapwrite import pcap_header, write_records
+from mimir.capture.pcapwrite import payload_kinds, payload_refs, pcap_header, write_records
 from mimir.io import atomic_dir
 from mimir.loadmodel import daily_curve
 from mimir.sources.synthetic.packets import OPTION_BYTES, ordered_packets
@@ -61,6 +61,9 @@ class _CaptureWriter:
         index = ((micros // 1_000_000 - self.cfg.start) // int(self.cfg.rotate)).astype(np.int64)
         # SLL2 and IPv4, then a TCP header with its options or a UDP header, then the payload
         frame = 40 + np.where(pk["proto"] == 6, 20 + OPTION_BYTES[pk["opt"]], 8) + pk["payload"]
+        # what the captured part of the payload holds: a message of the server port's protocol, or zeros
+        kind = payload_kinds(pk["proto"], pk["sport"], pk["dport"])
+        ref = payload_refs(kind, micros, pk)
         bounds = np.flatnonzero(np.diff(index)) + 1
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, index.shape[0]], strict=True):
             self._switch(int(index[lo]))
@@ -71,7 +74,7 @@ class _CaptureWriter:
                 out, micros[sl] // 1_000_000, micros[sl] % 1_000_000, frame[sl], self.cfg.snaplen,
                 LINKTYPE_LINUX_SLL2, SLL2_INTERFACE, ipv4, no_high_word, pk["src"][sl], no_high_word, pk["dst"][sl],
                 pk["proto"][sl], pk["sport"][sl], pk["dport"][sl], pk["seq"][sl], pk["ack"][sl], pk["flags"][sl],
-                TCP_WINDOW, True, pk["opt"][sl], pk["mss"][sl],
+                TCP_WINDOW, True, pk["opt"][sl], pk["mss"][sl], kind[sl], ref[sl],
             )  # fmt: skip
             self.handle.write(memoryview(out)[:used])
         self.packets += pk["t"].shape[0]

@@ -13,12 +13,11 @@ exfiltration that detectors must live with.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mimir.network import EPHEMERAL_PORTS
+from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_STREAM, MODE_TCP
 from mimir.sources.synthetic.pods import JOB_SERVICE, SCALE_WINDOW
 
@@ -168,7 +167,7 @@ def add_jobs(sim: Simulation) -> None:
                 sim,
                 np.array([t + took]),
                 np.array([ip[pod]]),
-                int(ipaddress.IPv4Address(job.to)),
+                ipv4_int(job.to),
                 job.to_port or 443,
                 job.bytes,
                 200 * rounds,

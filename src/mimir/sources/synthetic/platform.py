@@ -18,13 +18,12 @@ API-server traffic in ~270-byte frames, watch events of a few hundred bytes to a
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mimir import network
-from mimir.network import EPHEMERAL_PORTS
+from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_OPEN, MODE_STREAM, MODE_TCP
 from mimir.sources.synthetic.pods import DNS_SERVICE, JOB_SERVICE, PLATFORM_SERVICE
 
@@ -51,10 +50,6 @@ METRICS_SUMMARY = 2_500  # bytes of the kubelet summary per pod, as metrics-serv
 PROMETHEUS_SCRAPE = (250, 9_000)  # a scrape request and a pod's /metrics answer
 IMAGE_LAYERS = 6
 INGRESS_CONTROLLER = "ingress-nginx-controller"  # its pods live in their own namespace, ingress-nginx
-
-
-def _ip(text: str) -> int:
-    return int(ipaddress.IPv4Address(text))
 
 
 def create_pods(sim: Simulation) -> None:
@@ -103,7 +98,7 @@ def _span(sim: Simulation, pod: int) -> tuple[float, float]:
 def add_probes(sim: Simulation) -> None:
     """Readiness and liveness probes of every pod, by type, from the node's address on the pod bridge."""
     rng = sim.rng
-    gateway = _ip(network.POD_GATEWAY)
+    gateway = ipv4_int(network.POD_GATEWAY)
     ts, ips, ports, kinds = [], [], [], []
     for pod, service in enumerate(sim.pods.service):
         if service == JOB_SERVICE:
@@ -144,7 +139,7 @@ def add_probes(sim: Simulation) -> None:
 def _watches(sim: Simulation) -> None:
     """Every system pod's watch connection to the API server, its sparse events and its periodic relists."""
     rng = sim.rng
-    api_vip, node = _ip(network.API_VIP), _ip(network.NODE_IP)
+    api_vip, node = ipv4_int(network.API_VIP), ipv4_int(network.NODE_IP)
     for pods in sim.platform_pods.values():
         for pod in pods:
             start, end = _span(sim, pod)
@@ -190,7 +185,7 @@ def _node_local(sim: Simulation) -> None:
     rng = sim.rng
     t = np.arange(rng.uniform(0, 1), sim.cfg.duration, 1.0)
     n = t.shape[0]
-    loopback, node = _ip(network.LOOPBACK), _ip(network.NODE_IP)
+    loopback, node = ipv4_int(network.LOOPBACK), ipv4_int(network.NODE_IP)
     for client, port, per_second, exchanges in (
         (loopback, ETCD_PORT, ETCD_BYTES_PER_SECOND, ETCD_EXCHANGES_PER_SECOND),
         (node, network.API_PORT, NODE_API_BYTES_PER_SECOND, NODE_API_EXCHANGES_PER_SECOND),
@@ -215,7 +210,7 @@ def _metrics(sim: Simulation) -> None:
     """metrics-server reads the kubelet's summary; Prometheus scrapes every pod's metrics."""
     rng = sim.rng
     metrics = sim.app.platform.metrics
-    node = _ip(network.NODE_IP)
+    node = ipv4_int(network.NODE_IP)
     if metrics.scraper == "metrics-server":
         pod = sim.platform_pods["metrics-server"][0]
         start, end = _span(sim, pod)
@@ -273,14 +268,14 @@ def _logs(sim: Simulation) -> None:
         rows = CallRows(t, np.full(n, 0.01), size, np.full(n, 120), np.ones(n, np.int64))
         connect(sim, np.full(n, pod), j, rows, policy=ConnectionPolicy(kind="stream"))
         return
-    out = _ip(target)
+    out = ipv4_int(target)
     sim.conns.add(
         t0=t,
         dur=0.01,
         mode=np.r_[MODE_OPEN, np.full(n - 1, MODE_STREAM)],
         c1=sim.pods.ip[pod],
         s1=out,
-        c2=_ip(network.NODE_IP),
+        c2=ipv4_int(network.NODE_IP),
         s2=out,
         sport=int(rng.integers(*EPHEMERAL_PORTS)),
         dport=24224,
@@ -292,7 +287,7 @@ def _logs(sim: Simulation) -> None:
 def _image_pulls(sim: Simulation) -> None:
     """The node pulls a new pod's image from the registry (pods of the first moment were pulled before)."""
     rng = sim.rng
-    node = _ip(network.NODE_IP)
+    node = ipv4_int(network.NODE_IP)
     for pod, service in enumerate(sim.pods.service):
         if service < 0 or sim.pods.added[pod] <= 0:
             continue
@@ -305,7 +300,7 @@ def _image_pulls(sim: Simulation) -> None:
             dur=max(size / 50e6, 0.2),
             mode=MODE_TCP,
             c1=node,
-            s1=_ip(life.registry),
+            s1=ipv4_int(life.registry),
             sport=int(rng.integers(*EPHEMERAL_PORTS)),
             dport=443,
             req=2_000 * IMAGE_LAYERS,

@@ -11,13 +11,12 @@ own cache (30 s) has no answer, which is an edge from a coredns pod to the outsi
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mimir import network
-from mimir.network import EPHEMERAL_PORTS
+from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_UDP
 
 if TYPE_CHECKING:
@@ -102,7 +101,7 @@ def _queries(
         dur=0.0002,
         mode=MODE_UDP,
         c1=client,
-        s1=_ip(network.KUBE_DNS_VIP),
+        s1=ipv4_int(network.KUBE_DNS_VIP),
         c2=client,
         s2=server,
         sport=rng.integers(*EPHEMERAL_PORTS, n),
@@ -124,14 +123,14 @@ def _forward(sim: Simulation, t: np.ndarray, name: np.ndarray) -> None:
     coredns = np.array(sim.platform_pods["coredns"], np.int64)
     resolver = ip[coredns[sim.rng.integers(0, coredns.shape[0], n)]]
     query = QUERY_OVERHEAD + int(name[0])
-    upstream = _ip(sim.app.dns.upstream)
+    upstream = ipv4_int(sim.app.dns.upstream)
     sim.conns.add(
         t0=at - 0.0015,
         dur=0.002,
         mode=MODE_UDP,
         c1=resolver,
         s1=upstream,
-        c2=_ip(network.NODE_IP),
+        c2=ipv4_int(network.NODE_IP),
         s2=upstream,
         sport=sim.rng.integers(*EPHEMERAL_PORTS, n),
         dport=53,
@@ -139,7 +138,3 @@ def _forward(sim: Simulation, t: np.ndarray, name: np.ndarray) -> None:
         resp=query + ANSWER_A,
         rounds=2,
     )
-
-
-def _ip(text: str) -> int:
-    return int(ipaddress.IPv4Address(text))

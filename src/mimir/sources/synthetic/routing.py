@@ -15,7 +15,6 @@ balancer with SNAT: client ↔ node, bridge gateway ↔ pod, and the half-NAT re
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from mimir import network
 from mimir.apps import ConnectionPolicy
-from mimir.network import EPHEMERAL_PORTS
+from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_OPEN, MODE_REFUSED, MODE_STREAM, MODE_TCP, MODE_UDP
 from mimir.sources.synthetic.pods import SCALE_WINDOW
 
@@ -34,10 +33,6 @@ if TYPE_CHECKING:
 OFFLOAD_SEGMENTS = 44  # an offloaded (GSO/GRO) segment as the capture sees it: up to 64 KB, 44 segments of 1448
 LOAD_BALANCER_IP = "198.51.100.80"  # TEST-NET-2: a cloud load balancer in front of the NodePort
 EXFIL_PORT = 443
-
-
-def ip4(text: str) -> int:
-    return int(ipaddress.IPv4Address(text))
 
 
 @dataclass
@@ -164,7 +159,11 @@ def _through_controller(sim: Simulation, users: np.ndarray, calls: CallRows) -> 
     inverse = inverse.ravel()
     pod = controllers[sim.rng.integers(0, controllers.shape[0], keys.shape[0])][inverse]
     sport = sim.rng.integers(*EPHEMERAL_PORTS, keys.shape[0])[inverse]
-    client, node, gateway = ip4(network.LOAD_GENERATOR_IP), ip4(network.NODE_IP), ip4(network.POD_GATEWAY)
+    client, node, gateway = (
+        ipv4_int(network.LOAD_GENERATOR_IP),
+        ipv4_int(network.NODE_IP),
+        ipv4_int(network.POD_GATEWAY),
+    )
     mode = np.where(_first_per_key(inverse, calls.t0), MODE_OPEN, MODE_STREAM)
     sim.conns.add(
         t0=calls.t0 - 0.0005,
@@ -411,14 +410,14 @@ def _add(sim: Simulation, caller: np.ndarray, j: int, server: np.ndarray, **colu
     ip = np.array(sim.pods.ip, np.int64)
     n = caller.shape[0]
     from_user = caller < 0
-    client = np.where(from_user, ip4(network.LOAD_GENERATOR_IP), ip[np.maximum(caller, 0)])
+    client = np.where(from_user, ipv4_int(network.LOAD_GENERATOR_IP), ip[np.maximum(caller, 0)])
     vip = np.full(n, sim.vip[j])
     ingress = sim.app.ingress
     if ingress.type not in ("nodeport", "loadbalancer") or not from_user.any():
         sim.conns.add(c1=client, s1=vip, c2=client, s2=server, **columns)
         return
-    front = ip4(network.NODE_IP if ingress.type == "nodeport" else LOAD_BALANCER_IP)
-    gateway = ip4(network.POD_GATEWAY)
+    front = ipv4_int(network.NODE_IP if ingress.type == "nodeport" else LOAD_BALANCER_IP)
+    gateway = ipv4_int(network.POD_GATEWAY)
     none = np.zeros(n, np.int64)
     if not ingress.segment:
         sim.conns.add(
@@ -469,7 +468,7 @@ def add_periodic(sim: Simulation) -> None:
         else:
             ip = np.array(sim.pods.ip, np.int64)
             mode = MODE_UDP if rule.protocol == "udp" else MODE_TCP
-            egress_rows(sim, t, ip[pods], ip4(rule.to), rule.port, req, resp, mode=mode)
+            egress_rows(sim, t, ip[pods], ipv4_int(rule.to), rule.port, req, resp, mode=mode)
 
 
 def pod_timers(sim: Simulation, service: int, interval: float) -> tuple[np.ndarray, np.ndarray]:
@@ -492,7 +491,7 @@ def add_egress(sim: Simulation) -> None:
     ip = np.array(sim.pods.ip, np.int64)
     for rule in sim.app.egress:
         pods, t = pod_timers(sim, sim.index[rule.source], rule.interval)
-        egress_rows(sim, t, ip[pods], ip4(rule.to), rule.port, rule.request, rule.response)
+        egress_rows(sim, t, ip[pods], ipv4_int(rule.to), rule.port, rule.request, rule.response)
         sim.external_lookups.append((t, pods))
 
 
@@ -516,7 +515,7 @@ def egress_rows(  # noqa: PLR0913
         mode=mode,
         c1=client,
         s1=outside,
-        c2=ip4(network.NODE_IP),
+        c2=ipv4_int(network.NODE_IP),
         s2=outside,
         sport=sim.rng.integers(*EPHEMERAL_PORTS, n),
         dport=port,
@@ -544,7 +543,7 @@ def add_exfiltration(sim: Simulation) -> None:
             t = ticks + 0.01 * hop + rng.uniform(0, 0.001, n)
             src = np.full(n, ip[pods[hop]])
             if b == "outside":
-                egress_rows(sim, t, src, ip4(network.EXFIL_DESTINATION), EXFIL_PORT, chunk, 200)
+                egress_rows(sim, t, src, ipv4_int(network.EXFIL_DESTINATION), EXFIL_PORT, chunk, 200)
                 continue
             pulled = (b, a) in calls  # b normally calls a: b pulls the data in a response
             client, server, j = (ip[pods[hop + 1]], src, a) if pulled else (src, ip[pods[hop + 1]], b)

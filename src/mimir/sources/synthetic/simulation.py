@@ -20,20 +20,16 @@ import numpy as np
 
 from mimir import network
 from mimir.apps import PodLife
+from mimir.network import ipv4_int
 from mimir.sources.synthetic import database, platform, resolver, routing
 from mimir.sources.synthetic.connections import Connections
 from mimir.sources.synthetic.pods import ALPHABET, SCALE_DOWN_WINDOWS, SCALE_WINDOW, Pods, ServiceLife, allocate_ips
 from mimir.sources.synthetic.sessions import call_templates, step_instances, step_templates
 from mimir.spec import RunSpec
 
-
-def ip4(text: str) -> int:
-    return int(ipaddress.IPv4Address(text))
-
-
 SERVICE_NETWORK = ipaddress.IPv4Network(network.SERVICE_NETWORK)
-KUBE_DNS_VIP = ip4(network.KUBE_DNS_VIP)
-API_VIP = ip4(network.API_VIP)
+KUBE_DNS_VIP = ipv4_int(network.KUBE_DNS_VIP)
+API_VIP = ipv4_int(network.API_VIP)
 
 
 class Simulation:
