@@ -266,13 +266,7 @@ def config(app: str, duration: float, users: int) -> RunSpec:
     return RunSpec(app=model, duration=duration, users=users, mix=mix, seed=1)
 
 
-# Sock Shop's timers send fixed-size protocol messages (a MySQL COM_PING of 5 bytes, AMQP heartbeats of 8), but the
-# simulation jitters timer sizes (sources/synthetic/routing.py, add_periodic): a 4-byte MySQL write or a 7-byte
-# AMQP one cannot be a message, and tshark reads it as a malformed one
-SIZE_JITTER = pytest.mark.xfail(strict=True, reason="timer messages jittered below the protocol's smallest message")
-
-
-@pytest.mark.parametrize("app", ["wordpress", pytest.param("sockshop", marks=SIZE_JITTER), "online-boutique"])
+@pytest.mark.parametrize("app", ["wordpress", "sockshop", "online-boutique"])
 def test_application_runs_are_tshark_clean(tmp_path: Path, app: str) -> None:
     result = synthesize(config(app, 120, 10), tmp_path / app)
     for path in result.files:

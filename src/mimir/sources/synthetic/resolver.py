@@ -136,5 +136,4 @@ def _forward(sim: Simulation, t: np.ndarray, name: np.ndarray) -> None:
         dport=53,
         req=query,
         resp=query + ANSWER_A,
-        rounds=2,
     )

@@ -364,6 +364,8 @@ def _emit(
         )
         _opened(sim, start, caller[first], j)
         return
+    t0 = _one_at_a_time(inverse, calls.t0, calls.dur)
+    calls = CallRows(t0, calls.dur, calls.req, calls.resp, calls.queries, calls.refused)
     mode_rows = np.where(_first_per_key(inverse, calls.t0), MODE_OPEN, MODE_STREAM)
     _add(
         sim,
@@ -383,6 +385,23 @@ def _emit(
     )
     opens = mode_rows == MODE_OPEN
     _opened(sim, calls.t0[opens], caller[opens], j)
+
+
+def _one_at_a_time(connection: np.ndarray, t0: np.ndarray, dur: np.ndarray) -> np.ndarray:
+    """Start times of calls on long-lived connections, each call waiting for the one before it on its connection
+    to end (a connection carries one exchange at a time; concurrent calls queue, a few milliseconds at most)."""
+    order = np.lexsort((t0, connection))
+    c, start, d = connection[order], t0[order].copy(), dur[order]
+    same = np.r_[False, c[1:] == c[:-1]]
+    for _ in range(1000):  # each pass settles one more call of a queue; queues are short
+        earliest = np.r_[-np.inf, (start + d)[:-1]]
+        late = same & (start < earliest)
+        if not late.any():
+            break
+        start[late] = earliest[late]
+    out = np.empty_like(start)
+    out[order] = start
+    return out
 
 
 def _opened(sim: Simulation, t: np.ndarray, caller: np.ndarray, j: int) -> None:
@@ -458,8 +477,8 @@ def add_periodic(sim: Simulation) -> None:
         n = t.shape[0]
         if not n:
             continue
-        req = np.rint(rule.request * sim.rng.lognormal(0, 0.1, n)).astype(np.int64)
-        resp = np.rint(rule.response * sim.rng.lognormal(0, 0.1, n)).astype(np.int64)
+        # a timer sends the same protocol message each time (a ping, a heartbeat frame): sizes are not jittered
+        req, resp = np.full(n, rule.request), np.full(n, rule.response)
         if rule.to in sim.index:
             policy = ConnectionPolicy(kind=rule.connection)
             j = sim.index[rule.to]
