@@ -2,11 +2,14 @@
 capture on a Kubernetes node's `any` interface would show it.
 
 The work goes through layers, each of which hands the next a table:
-- sessions.py and simulation.py work on connections, not packets: user sessions (the load model: mimir.loadmodel)
-  become pages, pages become trees of service calls, and the cluster's pods, autoscaling and background traffic
-  (DNS, kubelet probes, replication, benign egress, optional exfiltration) add more connections;
-- packets.py expands every connection, with numpy, into its TCP or UDP packets in one or two views (before and
-  after the service VIP's DNAT, or before and after egress SNAT), sorted by time in batches;
+- sessions.py, routing.py, simulation.py and the parts beside them work on connections, not packets: user
+  sessions (the load model: mimir.loadmodel) become pages, pages become trees of service calls routed over the
+  connections applications make (routing.py), pods come and go (pods.py), and the cluster's own traffic is added:
+  DNS (resolver.py), the platform (platform.py), databases and jobs (database.py), timers, benign egress and
+  optional exfiltration;
+- packets.py expands every connection, with numpy, into its TCP or UDP packets as the wire shows them, in each of
+  its views (before and after a VIP's DNAT, after SNAT, the half-NAT view of NodePort responses), sorted by time in
+  batches;
 - bundle.py writes them as Linux cooked v2 records (mimir.capture.pcapwrite), rotated into several files, with
   entities.jsonl and run.json.
 What a run is asked for is a mimir.spec.RunSpec, the same object the command line and the workflow build.
