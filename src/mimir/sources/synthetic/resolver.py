@@ -18,6 +18,7 @@ import numpy as np
 from mimir import network
 from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_UDP
+from mimir.sources.synthetic.routing import egress_rows
 
 if TYPE_CHECKING:
     from mimir.sources.synthetic.simulation import Simulation
@@ -124,16 +125,4 @@ def _forward(sim: Simulation, t: np.ndarray, name: np.ndarray) -> None:
     resolver = ip[coredns[sim.rng.integers(0, coredns.shape[0], n)]]
     query = QUERY_OVERHEAD + int(name[0])
     upstream = ipv4_int(sim.app.dns.upstream)
-    sim.conns.add(
-        t0=at - 0.0015,
-        dur=0.002,
-        mode=MODE_UDP,
-        c1=resolver,
-        s1=upstream,
-        c2=ipv4_int(network.NODE_IP),
-        s2=upstream,
-        sport=sim.rng.integers(*EPHEMERAL_PORTS, n),
-        dport=53,
-        req=query,
-        resp=query + ANSWER_A,
-    )
+    egress_rows(sim, at - 0.0015, resolver, upstream, 53, query, query + ANSWER_A, mode=MODE_UDP, dur=0.002)

@@ -15,7 +15,7 @@ balancer with SNAT: client ↔ node, bridge gateway ↔ pod, and the half-NAT re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -318,27 +318,7 @@ def _emit(
     n_conn = keys.shape[0]
     sport = sim.rng.integers(*EPHEMERAL_PORTS, n_conn)
     mss, loss = tcp_columns(sim, j, n_conn)
-    if protocol == "udp":
-        mode_rows = np.full(caller.shape[0], MODE_UDP)
-        _add(
-            sim,
-            caller,
-            j,
-            ip[pod],
-            t0=calls.t0,
-            dur=calls.dur,
-            mode=mode_rows,
-            sport=sport[inverse],
-            dport=dport,
-            req=calls.req,
-            resp=calls.resp,
-            rounds=calls.queries,
-            mss=mss[inverse],
-            loss=loss,
-        )
-        _opened(sim, calls.t0, caller, j)
-        return
-    if policy.kind in ("per-call", "per-page"):  # opened for the calls, closed after the last
+    if protocol != "udp" and policy.kind in ("per-call", "per-page"):  # opened for the calls, closed after the last
         start = np.full(n_conn, np.inf)
         np.minimum.at(start, inverse, calls.t0)
         end = np.zeros(n_conn)
@@ -364,9 +344,13 @@ def _emit(
         )
         _opened(sim, start, caller[first], j)
         return
-    t0 = _one_at_a_time(inverse, calls.t0, calls.dur)
-    calls = CallRows(t0, calls.dur, calls.req, calls.resp, calls.queries, calls.refused)
-    mode_rows = np.where(_first_per_key(inverse, calls.t0), MODE_OPEN, MODE_STREAM)
+    if protocol == "udp":  # datagrams: nothing to share, and a lookup before each
+        mode_rows = np.full(caller.shape[0], MODE_UDP)
+        opens = np.ones(caller.shape[0], bool)
+    else:  # long-lived connections: one row per call, the first opens it
+        calls = replace(calls, t0=_one_at_a_time(inverse, calls.t0, calls.dur))
+        mode_rows = np.where(_first_per_key(inverse, calls.t0), MODE_OPEN, MODE_STREAM)
+        opens = mode_rows == MODE_OPEN
     _add(
         sim,
         caller,
@@ -383,7 +367,6 @@ def _emit(
         mss=mss[inverse],
         loss=loss,
     )
-    opens = mode_rows == MODE_OPEN
     _opened(sim, calls.t0[opens], caller[opens], j)
 
 
