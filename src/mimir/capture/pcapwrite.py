@@ -275,9 +275,14 @@ def _tail_refs(ref: np.ndarray, kind: np.ndarray, pk: Mapping[str, np.ndarray]) 
     head_keys = _segment_keys(pk, heads, pk["seq"][heads] + size[heads])
     order = np.argsort(tail_keys, kind="stable")
     at = np.minimum(np.searchsorted(tail_keys[order], head_keys), tails.shape[0] - 1)
-    found = tail_keys[order][at] == head_keys
+    sorted_keys = tail_keys[order]
+    found = sorted_keys[at] == head_keys
     ref[heads[found]] = size[tails[order[at[found]]]]
-    ref[tails[np.isin(tail_keys, head_keys)]] = TAIL
+    # every tail with a matched key is one (a retransmitted tail has its original's key): by runs of equal keys
+    run = np.cumsum(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) - 1
+    run_matched = np.zeros(run[-1] + 1, bool)
+    run_matched[run[at[found]]] = True
+    ref[tails[order[run_matched[run]]]] = TAIL
 
 
 def _bytes(text: bytes) -> np.ndarray:
