@@ -101,7 +101,8 @@ class Simulation:
         return f"{service}-{self.replica_set[service]}-{self.suffix(5)}"
 
     def life(self, service: str) -> PodLife:
-        return self.app.services[service].pod_life or self.app.pod_life
+        """A service's pod life: the application's, with the service's own overrides (merged when loaded)."""
+        return self.app.services[service].pod_life
 
     # --- autoscaling and pods ------------------------------------------------------------------------------
     def replicas(self, calls: routing.Calls) -> np.ndarray:
