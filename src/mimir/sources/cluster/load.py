@@ -227,6 +227,9 @@ def run_locust(
     return result
 
 
+KILL_GRACE = 60.0  # seconds after the stop timeout before Locust is killed: a busy node writes its statistics slowly
+
+
 def _supervise(
     proc: subprocess.Popen[bytes],
     plan: LoadPlan,
@@ -247,11 +250,11 @@ def _supervise(
             seen = _report_phases(plan, seen, progress)
             if ended_by != "shape":
                 _say(progress, f"locust: stopping ({'stop requested' if ended_by == 'stop' else 'past its deadline'})")
-                return ended_by, _terminate(proc, stop_timeout + 15)
+                return ended_by, _terminate(proc, stop_timeout + KILL_GRACE)
         _report_phases(plan, seen, progress)
         return ended_by, False
     except BaseException:
-        _terminate(proc, stop_timeout + 15)
+        _terminate(proc, stop_timeout + KILL_GRACE)
         raise
 
 
