@@ -20,6 +20,7 @@ import numpy as np
 from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_STREAM, MODE_TCP
 from mimir.sources.synthetic.pods import JOB_SERVICE, SCALE_WINDOW
+from mimir.sources.synthetic.routing import egress_rows
 
 if TYPE_CHECKING:
     from mimir.sources.synthetic.routing import Served
@@ -116,7 +117,6 @@ def create_job_pods(sim: Simulation) -> None:
 
 def add_jobs(sim: Simulation) -> None:
     """Each job run reads `bytes` from its service (one member, through the VIP) and sends them on."""
-    from mimir.sources.synthetic.routing import egress_rows
 
     rng = sim.rng
     ip = np.array(sim.pods.ip, np.int64)

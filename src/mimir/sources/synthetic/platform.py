@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mimir import network
+from mimir.apps import ConnectionPolicy
 from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_OPEN, MODE_STREAM, MODE_TCP
 from mimir.sources.synthetic.pods import DNS_SERVICE, JOB_SERVICE, PLATFORM_SERVICE
+from mimir.sources.synthetic.routing import CallRows, connect
 
 if TYPE_CHECKING:
     from mimir.sources.synthetic.simulation import Simulation
@@ -262,9 +264,6 @@ def _logs(sim: Simulation) -> None:
     target = logs.to
     if target in sim.index:
         j = sim.index[target]
-        from mimir.apps import ConnectionPolicy
-        from mimir.sources.synthetic.routing import CallRows, connect
-
         rows = CallRows(t, np.full(n, 0.01), size, np.full(n, 120), np.ones(n, np.int64))
         connect(sim, np.full(n, pod), j, rows, policy=ConnectionPolicy(kind="stream"))
         return
