@@ -7,6 +7,7 @@ import http.server
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -300,7 +301,22 @@ def test_one_locust_plays_the_whole_curve(tmp_path: Path, server, locustfile: Pa
     assert result.to_json()["requests"] == result.requests
 
 
-def test_the_stop_event_ends_a_long_run_with_its_statistics(tmp_path: Path, server, locustfile: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_the_stop_event_ends_a_long_run_with_its_statistics(
+    tmp_path: Path, server, locustfile: Path, sigint: str
+) -> None:
+    """Also when the collector's own parent ignores SIGINT (Locust inherits that across exec)."""
+    if sigint == "ignored":
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            _stop_a_long_run(tmp_path, server, locustfile)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    else:
+        _stop_a_long_run(tmp_path, server, locustfile)
+
+
+def _stop_a_long_run(tmp_path: Path, server, locustfile: Path) -> None:
     host, counts = server
     folder = tmp_path / "load"
     events = folder / "phases.jsonl"

@@ -227,7 +227,7 @@ def run_locust(
     return result
 
 
-KILL_GRACE = 60.0  # seconds after the stop timeout before Locust is killed: a busy node writes its statistics slowly
+KILL_GRACE = 15.0  # seconds after the stop timeout for Locust to write its statistics before it is killed
 
 
 def _supervise(

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import signal
 import time
 from collections import Counter
 from functools import cache
@@ -31,6 +32,13 @@ from locust.env import Environment
 from mimir.errors import UsageError
 from mimir.io import atomic_path
 from mimir.sources.cluster.load import BEHAVIOURS_SUFFIX, LoadPlan
+
+# load.run_locust stops Locust with SIGINT. A process that inherits SIGINT ignored (a parent that ignores it, as
+# some supervisors and test runners do) keeps it ignored across exec, and Python then installs no KeyboardInterrupt
+# handler: Locust could not be stopped and would be killed without its statistics. The locustfile imports this
+# module in Locust's main thread, before the run starts.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _behaviours: Counter[str] = Counter()  # iterations per behaviour, written when Locust quits
 _environment: list[Environment] = []  # the one Locust environment, kept for the quit hook
