@@ -13,7 +13,7 @@ exfiltration that detectors must live with.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -128,36 +128,23 @@ def add_jobs(sim: Simulation) -> None:
             continue
         member = int(members[rng.integers(0, members.shape[0])])
         rounds = max(job.bytes // CHUNK, 1)
-        sim.conns.add(
-            t0=t,
-            dur=took,
-            mode=MODE_TCP,
-            c1=ip[pod],
-            s1=sim.vip[j],
-            c2=ip[pod],
-            s2=ip[member],
-            sport=int(rng.integers(*EPHEMERAL_PORTS)),
-            dport=job.port or sim.app.services[job.reads_from].port,
-            req=300 * rounds,
-            resp=job.bytes,
-            rounds=rounds,
-        )
+        port = job.port or sim.app.services[job.reads_from].port
+        _through_vip(sim, ip[pod], j, ip[member], port, t0=t, dur=took, req=300 * rounds, resp=job.bytes, rounds=rounds)
         if job.to in sim.index:
             k = sim.index[job.to]
             target = sim.serving[k, min(int((t + took) // SCALE_WINDOW), sim.windows - 1)]
             server = int(target[target >= 0][0]) if (target >= 0).any() else -1
             if server < 0:
                 continue
-            sim.conns.add(
+            port = job.to_port or sim.app.services[job.to].port
+            _through_vip(
+                sim,
+                ip[pod],
+                k,
+                ip[server],
+                port,
                 t0=t + took,
                 dur=took,
-                mode=MODE_TCP,
-                c1=ip[pod],
-                s1=sim.vip[k],
-                c2=ip[pod],
-                s2=ip[server],
-                sport=int(rng.integers(*EPHEMERAL_PORTS)),
-                dport=job.to_port or sim.app.services[job.to].port,
                 req=job.bytes,
                 resp=200 * rounds,
                 rounds=rounds,
@@ -173,3 +160,9 @@ def add_jobs(sim: Simulation) -> None:
                 200 * rounds,
                 dur=took,
             )
+
+
+def _through_vip(sim: Simulation, client: int, j: int, server: int, port: int, **columns: Any) -> None:
+    """One TCP connection from a pod to service j's VIP, DNAT-ed to `server` (both views)."""
+    sport = int(sim.rng.integers(*EPHEMERAL_PORTS))
+    sim.conns.add(mode=MODE_TCP, c1=client, s1=sim.vip[j], c2=client, s2=server, sport=sport, dport=port, **columns)

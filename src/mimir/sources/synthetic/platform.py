@@ -290,7 +290,7 @@ def _image_pulls(sim: Simulation) -> None:
     for pod, service in enumerate(sim.pods.service):
         if service < 0 or sim.pods.added[pod] <= 0:
             continue
-        life = sim.life(sim.names[service])
+        life = sim.app.services[sim.names[service]].pod_life
         if life.image_bytes <= 0 or not life.registry:
             continue
         size = int(life.image_bytes * rng.uniform(0.8, 1.2))

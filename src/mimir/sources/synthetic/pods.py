@@ -82,7 +82,7 @@ class ServiceLife:
         self.sim, self.j, self.name = sim, j, name
         self.svc = sim.app.services[name]
         self.stateful = self.svc.kind == "statefulset"
-        self.life = sim.life(name)
+        self.life = self.svc.pod_life  # the application's, with the service's overrides
         self.live: list[int] = []  # pods in the endpoints, in creation order
         self.member: dict[int, int] = {}  # pod -> StatefulSet ordinal
         self.looping: dict[int, int] = {}  # pod -> first window it serves again

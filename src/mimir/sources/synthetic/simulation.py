@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from mimir import network
-from mimir.apps import PodLife
 from mimir.network import ipv4_int
 from mimir.sources.synthetic import database, platform, resolver, routing
 from mimir.sources.synthetic.connections import Connections
@@ -99,10 +98,6 @@ class Simulation:
         if service not in self.replica_set:
             self.replica_set[service] = self.suffix(10)
         return f"{service}-{self.replica_set[service]}-{self.suffix(5)}"
-
-    def life(self, service: str) -> PodLife:
-        """A service's pod life: the application's, with the service's own overrides (merged when loaded)."""
-        return self.app.services[service].pod_life
 
     # --- autoscaling and pods ------------------------------------------------------------------------------
     def replicas(self, calls: routing.Calls) -> np.ndarray:
