@@ -31,7 +31,6 @@ GRANULARITIES = config["features"]["granularities"]
 BIN = config["ingest"]["bin"]
 TRAINING = [name for name, run in RUNS.items() if run["role"] == "train"]
 METHODS = config["models"]["methods"]
-FIGURES = ["f1_vs_rate", "f1_vs_load", "f1_vs_mix", "f1_vs_granularity"]
 # comparisons of `mimir realism` for the report: name → reference, reference_log, candidate, window, peak, rename
 REALISM = config["realism"]
 # every feature table of a run, in this order: its inputs and the (granularity, rate) of each, zipped by the scripts
@@ -62,7 +61,6 @@ def all_outputs():
         *(table for run in RUNS for table in feature_tables(run)),
         "results/tables/metrics.csv",
         *expand("results/figures/{figure}.png", figure=FIGURES),
-        "results/figures/roc.png",
         *expand(
             "results/realism/{name}/realism.{ext}",
             name=REALISM,
@@ -72,23 +70,40 @@ def all_outputs():
 
 
 def evaluated_by(training):
-    """A training run is evaluated on its own test split and on every run that names it."""
-    return [training] + [n for n, r in RUNS.items() if r.get("training") == training]
+    """The runs that name a training run: its models are judged on them (never on the training run itself)."""
+    return [n for n, r in RUNS.items() if r.get("training") == training]
 
 
+# a model per (method, training run) that has evaluation runs, scored on all of them in one job
 EVALUATIONS = [
-    {"method": method, "training": training, "run": run}
+    {"method": method, "training": training, "runs": evaluated_by(training)}
     for method in METHODS
     for training in TRAINING
-    for run in evaluated_by(training)
+    if evaluated_by(training)
+]
+
+
+def differs(key):
+    """Whether some evaluation run differs from its training run in `key` (users, mix): a figure to draw."""
+    return any(
+        run.get("training") and run.get(key) != RUNS[run["training"]].get(key)
+        for run in RUNS.values()
+    )
+
+
+# the figures this config can fill: no load or request-mix figure without runs that vary them
+FIGURES = [
+    "f1_vs_rate",
+    *(["f1_vs_load"] if differs("users") else []),
+    *(["f1_vs_mix"] if differs("mix") else []),
+    "f1_vs_granularity",
+    "recall_by_path",
+    "roc",
 ]
 
 
 def all_scores():
-    return [
-        "results/eval/{method}/{training}/{run}.parquet".format(**e)
-        for e in EVALUATIONS
-    ]
+    return ["results/eval/{method}/{training}.parquet".format(**e) for e in EVALUATIONS]
 
 
 def all_cards():
@@ -101,8 +116,13 @@ def training_tables(wildcards):
     return feature_tables(wildcards.training)
 
 
-def run_tables(wildcards):
-    return feature_tables(wildcards.run)
+def evaluation_tables(wildcards):
+    """Every feature table of every run that names the training run, run by run in config order."""
+    return [
+        table
+        for run in evaluated_by(wildcards.training)
+        for table in feature_tables(run)
+    ]
 
 
 def method_params(wildcards):

@@ -1,4 +1,6 @@
-"""Detectors fitted on each training run (all its rates), scored on the runs that name it, and judged."""
+"""Detectors fitted on each training run (all its rates and injections), scored on the runs that name it, and
+judged: one definition of every number (README: How the numbers are computed) for the tables and the figures.
+"""
 
 
 rule model:
@@ -15,6 +17,7 @@ rule model:
         layout=TABLE_LAYOUT,
         params=method_params,
         seed=config["seed"],
+        evaluation=config["evaluation"],
     script:
         "../scripts/model.py"
 
@@ -23,16 +26,16 @@ rule score:
     input:
         model="results/models/{method}/{training}/model.joblib",
         card="results/models/{method}/{training}/model.json",
-        tables=run_tables,
+        tables=evaluation_tables,
     output:
-        "results/eval/{method}/{training}/{run}.parquet",
+        "results/eval/{method}/{training}.parquet",
     log:
-        "logs/score/{method}/{training}/{run}.log",
+        "logs/score/{method}/{training}.log",
     conda:
         "../envs/mimir.yaml"
     params:
         layout=TABLE_LAYOUT,
-        training_run=lambda wildcards: wildcards.run == wildcards.training,
+        runs=lambda wildcards: evaluated_by(wildcards.training),
     script:
         "../scripts/score.py"
 
@@ -47,20 +50,28 @@ rule metrics:
             caption="../report/metrics.rst",
             category="Tables",
         ),
-        paths="results/tables/recall_by_path.csv",
+        paths=report(
+            "results/tables/recall_by_path.csv",
+            caption="../report/recall_by_path.rst",
+            category="Tables",
+        ),
     log:
         "logs/metrics.log",
     conda:
         "../envs/mimir.yaml"
     params:
         evaluations=EVALUATIONS,
+        evaluation=config["evaluation"],
+        seed=config["seed"],
     script:
         "../scripts/metrics.py"
 
 
 rule figures:
     input:
-        "results/tables/metrics.csv",
+        metrics="results/tables/metrics.csv",
+        paths="results/tables/recall_by_path.csv",
+        scores=all_scores(),
     output:
         report(
             expand("results/figures/{figure}.png", figure=FIGURES),
@@ -73,29 +84,9 @@ rule figures:
     conda:
         "../envs/mimir.yaml"
     params:
-        runs=RUNS,
-        rate=config["figures"]["rate"],
-    script:
-        "../scripts/figures.py"
-
-
-rule roc:
-    input:
-        scores=all_scores(),
-    output:
-        report(
-            "results/figures/roc.png",
-            caption="../report/roc.rst",
-            category="Figures",
-        ),
-        "results/figures/roc.svg",
-    log:
-        "logs/roc.log",
-    conda:
-        "../envs/mimir.yaml"
-    params:
+        figures=FIGURES,
         evaluations=EVALUATIONS,
         runs=RUNS,
         rate=config["figures"]["rate"],
     script:
-        "../scripts/roc.py"
+        "../scripts/figures.py"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import run_mimir
 
-from mimir.detectors import best_f1_threshold, finest_max
+from mimir.detectors import best_f1_threshold, by_seed, finest_max
 from mimir.detectors.registry import METHODS as DETECTORS
 from mimir.errors import NotFittedError
 from mimir.evaluate import metrics
@@ -23,6 +23,13 @@ def test_best_f1_threshold_and_metrics() -> None:
     assert (m["precision"], m["recall"]) == (1.0, 2 / 3)
     assert m["f1"] == pytest.approx(0.8) and m["oracle_f1"] == pytest.approx(6 / 7)
     assert m["roc_auc"] == pytest.approx(8 / 9) and m["recall_by_path"] == {"a": 0.5, "b": 1.0}
+
+
+def test_the_best_f1_threshold_never_alerts_on_everything_while_another_detects_something() -> None:
+    labels = np.array([1, 1, 1, 0, 1, 0, 1, 1])  # many attacked rows: alerting on all has F1 0.857
+    scores = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # a score that sees one attack
+    assert best_f1_threshold(labels, scores) == 1.0
+    assert best_f1_threshold(labels, np.zeros(8)) == 0.0  # nothing else to choose
 
 
 def test_finest_max_takes_the_fine_intervals_inside_each_coarse_one() -> None:
@@ -66,7 +73,8 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int, pd.D
             *extra,
             check=True,
         )
-        out[name] = {tg: pd.read_parquet(base / f"{name}-out" / "features" / f"{tg}s" / "1.parquet") for tg in (10, 60)}
+        stacked = {tg: pd.read_parquet(base / f"{name}-out" / "features" / f"{tg}s" / "1.parquet") for tg in (10, 60)}
+        out[name] = by_seed(stacked)[0]  # the detectors take one injection's tables, intervals in time order
     return out
 
 
@@ -90,12 +98,32 @@ def test_commsvc_learns_from_the_training_split_only(tables: dict) -> None:
 
     train = {tg: t.copy() for tg, t in tables["train"].items()}
     coarse_table = train[60]
-    tested = coarse_table["split"] == "test"
-    coarse_table.loc[tested, "w:catalogue>payment"] = 1.0  # a pair that appears in the test split only
+    tested = coarse_table["split"] == "validation"
+    coarse_table.loc[tested, "w:catalogue>payment"] = 1.0  # a pair that appears in the validation split only
     detector = CommunicatingServices()
     detector.fit([train])
     assert "w:catalogue>payment" not in detector.known_
     assert detector.score(train)["score"].to_numpy()[tested.to_numpy()].min() == 1.0
+
+
+def test_the_volume_baseline_is_two_methods() -> None:
+    """Exfiltration may leave over egress or in the responses to clients: one volume per threat model."""
+    assert {"volume-egress", "volume-exits"} <= set(DETECTORS) and "volume" not in DETECTORS
+
+
+@pytest.mark.parametrize("name", ["ide", "oddball"])
+def test_unsupervised_baselines_alert_at_their_significance_level_not_everywhere(tables: dict, name: str) -> None:
+    """The old ide (a threshold of 1.7e-6 chosen on a tiny validation split) and the old oddball (a statistic
+    constant in training, ranked 1 everywhere) alerted on nearly every interval."""
+    detector = DETECTORS[name]().fit([tables["train"]])
+    assert detector.threshold == 1 - detector.alpha
+    train = tables["train"][60]
+    learnt = ((train["split"] == "train") & (train["label"] == 0)).to_numpy()
+    scores = detector.score(tables["train"])["score"].to_numpy()
+    assert (scores[learnt] >= detector.threshold).mean() <= 0.1
+    evaluated = detector.score(tables["eval"])["score"]
+    benign = tables["eval"][60]["label"].to_numpy() == 0
+    assert evaluated.nunique() > 2 and (evaluated[benign] >= detector.threshold).mean() < 0.5
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))

@@ -77,7 +77,7 @@ def test_the_command_line_takes_its_defaults_from_the_spec(tmp_path: Path) -> No
     assert parser.parse_args(["ingest", "x.pcap", "-o", "f.parquet"]).bin == DEFAULT_BIN_SECONDS
     features = parser.parse_args(["features", "e.parquet", "run", "-o", "out"])
     assert features.tg == "10,60" and features.rates == "10,1,0.1,0.05,0.01"
-    assert features.split == "train=0.6,validation=0.2,test=0.2"
+    assert features.split == "train=0.5,validation=0.5"
     assert synth.mix == ",".join(f"{k}={v:g}" for k, v in DEFAULT_MIX.items())
 
 

@@ -11,6 +11,7 @@ from collections import defaultdict
 from functools import cache
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 from conftest import run_mimir
@@ -18,6 +19,7 @@ from oracle import flow_totals
 
 from mimir.apps import load_app
 from mimir.capture.ingest import ingest
+from mimir.errors import UsageError
 from mimir.loadmodel import DEFAULT_MIX, PHASES, daily_curve, parse_mix
 from mimir.network import (
     EXFIL_DESTINATION,
@@ -222,14 +224,15 @@ def test_same_arguments_same_bytes_other_seed_other_bytes(tmp_path: Path) -> Non
     )
 
 
-def test_physical_exfiltration_is_in_the_capture_and_in_run_json(tmp_path: Path) -> None:
-    spec = "path=user-db,user,front-end,outside;rate=600KB/min;start=200;duration=120"
+@pytest.mark.parametrize(("shape", "seconds"), [("constant", 24), ("bursts", 12)])
+def test_physical_exfiltration_is_in_the_capture_and_in_run_json(tmp_path: Path, shape: str, seconds: int) -> None:
+    spec = f"path=user-db,user,front-end,outside;rate=600KB/min;start=200;duration=120;shape={shape}"
     cfg = config("sockshop", duration=400, users=10, exfil=(ExfilWindow.from_text(spec, load_app("sockshop")),))
     result = synthesize(cfg, tmp_path / "run", truth=True)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     (window,) = info["exfiltration"]
     assert window["path"] == ["user-db", "user", "front-end", "outside"] and len(window["pods"]) == 3
-    assert window["bytes"] == pytest.approx(1.2e6, rel=0.01)
+    assert window["bytes"] == pytest.approx(1.2e6, rel=0.01) and window["shape"] == shape
     assert window["start"] == info["start"] + 200 and window["end"] == info["start"] + 320
     flows, _ = ingest(result.files, progress=False)
     out_rows = [r for r in flows.to_pylist() if r["dst"] == EXFIL_DESTINATION]
@@ -238,6 +241,54 @@ def test_physical_exfiltration_is_in_the_capture_and_in_run_json(tmp_path: Path)
                   if e["name"] == window["pods"][2])  # fmt: skip
     sent = sum(r["bytes"] for r in out_rows if r["src"] == pod_ip)
     assert window["bytes"] < sent < 1.2 * window["bytes"]  # the payload plus headers and handshakes
+    # a chunk every 5 s, or four bursts of 3 s: the same bytes in 12 of the window's seconds
+    assert len({r["ts"] for r in out_rows if r["src"] == pod_ip}) == seconds
+
+
+def edges_of(tmp_path: Path, name: str, *exfil: str) -> tuple[pd.DataFrame, dict]:
+    """A short Sock Shop run through `mimir synth`, `mimir ingest` and `mimir edges`: its edges and its run.json."""
+    run = tmp_path / name
+    windows = [x for spec in exfil for x in ("--exfil", spec)]
+    run_mimir("synth", "--app", "sockshop", "--duration", "240", "--users", "8", "-o", run, *windows, check=True)
+    flows, edges = tmp_path / f"{name}.parquet", tmp_path / f"{name}.edges.parquet"
+    run_mimir("ingest", *sorted((run / "capture").glob("*.pcap")), "-o", flows, check=True)
+    run_mimir("edges", flows, run, "-o", edges, check=True)
+    return pd.read_parquet(edges), json.loads((run / "run.json").read_text())
+
+
+def test_policy_abiding_and_violating_windows_on_the_service_pairs(tmp_path: Path) -> None:
+    """Pulled by a client through the front door, the data travels only service pairs benign traffic has; sent
+    out from the front end, it makes a pair of its own."""
+    abiding = "path=user-db,user,front-end,ingress;rate=600KB/min;start=60;duration=60"
+    violating = "path=user-db,user,front-end,outside;rate=600KB/min;start=150;duration=60"
+    edges, info = edges_of(tmp_path, "exfil", abiding, violating)
+    benign, _ = edges_of(tmp_path, "benign")  # the same seed: the same benign traffic
+
+    def pairs(e: pd.DataFrame) -> set[tuple[str, str]]:
+        return set(zip(e["src_service"], e["dst_service"], strict=True))
+
+    def sent(e: pd.DataFrame, a: str, b: str, window: dict) -> int:
+        """What pods of `a` send to `b` within the window (the pods' view: not again as a VIP's)."""
+        rows = (e["src_kind"] == "pod") & (e["src_service"] == a) & (e["dst_service"] == b)
+        rows &= (e["ts"] >= window["start"]) & (e["ts"] < window["end"])
+        return int(e.loc[rows, "bytes"].sum())
+
+    assert pairs(edges) - pairs(benign) == {("front-end", "outside"), ("outside", "front-end")}  # and its answers
+    for window, last in zip(info["exfiltration"], ("ingress", "outside"), strict=True):
+        for a, b in [("user-db", "user"), ("user", "front-end"), ("front-end", last)]:
+            extra = sent(edges, a, b, window) - sent(benign, a, b, window)
+            assert window["bytes"] < extra < 1.1 * window["bytes"], (window["path"], a, b)
+
+
+def test_exfiltration_windows_end_in_the_world_or_at_a_client() -> None:
+    app = load_app("sockshop")
+    text = ExfilWindow.from_text("path=user-db,user,front-end,ingress;rate=1MB/min;start=0;shape=bursts", app)
+    entry = {"path": ["user-db", "user", "front-end", "ingress"], "rate": "1MB/min", "start": 0, "shape": "bursts"}
+    mapping = ExfilWindow.from_mapping(entry, app, "runs.x.exfil[0]")
+    assert text == mapping and text.shape == "bursts"
+    assert ExfilWindow.from_text("path=user,kube-dns,outside;rate=1MB/min;start=0", app).shape == "constant"
+    with pytest.raises(UsageError, match="12 s at least"):
+        ExfilWindow.from_text("path=user,outside;rate=1MB/min;start=0;duration=10;shape=bursts", app)
 
 
 @pytest.mark.parametrize(
@@ -245,6 +296,10 @@ def test_physical_exfiltration_is_in_the_capture_and_in_run_json(tmp_path: Path)
     [
         (["--mix", "browse=1,fly=2"], "--mix"),
         (["--exfil", "path=user-db,nowhere;rate=1KB/min;start=0"], "--exfil"),
+        (["--exfil", "path=user-db,user,ingress;rate=1KB/min;start=0"], "entry service 'front-end'"),
+        (["--exfil", "path=user-db,kube-dns,user;rate=1KB/min;start=0"], "--exfil"),
+        (["--exfil", "path=user-db,outside,user,outside;rate=1KB/min;start=0"], "--exfil"),
+        (["--exfil", "path=user-db,outside;rate=1KB/min;start=0;shape=zigzag"], "shape: 'zigzag'"),
         (["--app", "no-such-app"], "no application"),
     ],
 )

@@ -18,7 +18,7 @@ from mimir.loadmodel import DEFAULT_MIX
 from mimir.sources.synthetic import synthesize
 from mimir.sources.synthetic.connections import MODE_OPEN, MODE_REFUSED, MODE_STREAM, MODE_TCP, MODE_UDP
 from mimir.sources.synthetic.simulation import Simulation
-from mimir.spec import RunSpec
+from mimir.spec import ExfilWindow, RunSpec
 
 GATEWAY = int(ipaddress.IPv4Address(network.POD_GATEWAY))
 NODE = int(ipaddress.IPv4Address(network.NODE_IP))
@@ -429,3 +429,30 @@ def test_ingress_segment_gives_the_outer_view_its_own_segments(tmp_path: Path) -
     inner = (conns["c1"] == GATEWAY) & np.isin(conns["s1"], list(pod_ips(sim, "front"))) & (conns["req"] > 0)
     assert (conns["mss"][outer] == 4344).all() and (conns["mss"][inner] != 4344).all()
     assert outer.sum() == inner.sum()  # the same calls, once per side of the node
+
+
+def test_a_client_pulls_exfiltration_through_the_ingress_controller(tmp_path: Path) -> None:
+    app = base_app(ingress={"type": "ingress-controller"})
+    window = ExfilWindow(("db", "front", "ingress"), 600e3, 60.0, 60.0)
+    sim, conns = simulate(tmp_path, app, users=1, exfil=(window,))
+    controllers = {sim.pods.ip[p] for p in sim.platform_pods["ingress-nginx-controller"]}
+    (record,) = sim.exfil_windows
+    front = sim.pods.ip[sim.pods.name.index(record["pods"][1])]
+    big = conns["resp"] >= 50_000  # a 5 s chunk: 50 KB
+    to_client = big & (conns["c1"] == CLIENT)
+    assert to_client.any() and set(conns["s2"][to_client]) <= controllers  # users reach a controller pod
+    forwarded = big & np.isin(conns["c1"], list(controllers)) & (conns["s1"] == sim.vip[sim.index["front"]])
+    assert set(conns["s2"][forwarded]) == {front}  # which asks the front pod of the path, through its VIP
+    assert conns["resp"][to_client].sum() == conns["resp"][forwarded].sum() == record["bytes"] == 600e3
+
+
+def test_dns_tunnelling_without_an_upstream_goes_to_the_attackers_server(tmp_path: Path) -> None:
+    window = ExfilWindow(("db", "front", "kube-dns", "outside"), 120e3, 20.0, 60.0, "bursts")
+    sim, conns = simulate(tmp_path, base_app(), users=1, exfil=(window,))
+    coredns = {sim.pods.ip[p] for p in sim.platform_pods["coredns"]}
+    tunnel = (conns["s1"] == DNS_VIP) & np.isin(conns["c1"], list(pod_ips(sim, "front"))) & (conns["req"] > 100)
+    out = (conns["s1"] == int(ipaddress.IPv4Address(network.EXFIL_DESTINATION))) & (conns["dport"] == 53)
+    assert (conns["mode"][tunnel | out] == MODE_UDP).all() and conns["req"][tunnel].max() <= 250
+    assert set(conns["c1"][out]) <= coredns and conns["req"][out].sum() == conns["req"][tunnel].sum()
+    assert len(np.unique(np.floor(conns["t0"][out]))) <= 12  # four bursts of 3 s
+    assert sim.exfil_windows[0]["pods"][2].startswith("coredns-")

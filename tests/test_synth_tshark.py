@@ -31,12 +31,14 @@ from mimir.capture.pcapwrite import (
     write_records,
 )
 from mimir.loadmodel import DEFAULT_MIX, parse_mix
+from mimir.network import KUBE_DNS_VIP, NODE_IP
 from mimir.sources.synthetic import synthesize
 from mimir.sources.synthetic.bundle import _CaptureWriter
 from mimir.sources.synthetic.connections import MODE_OPEN, MODE_STREAM, MODE_TCP, MODE_UDP, Connections
 from mimir.sources.synthetic.packets import OPTION_BYTES, ordered_packets
-from mimir.spec import RunSpec
+from mimir.spec import ExfilWindow, RunSpec
 
+REPO = Path(__file__).parents[1]
 CLIENT, SERVER, SERVER_NAT = 0x0A000105, 0x0A000207, 0x0A600010  # SERVER_NAT: a service address, DNAT-ed
 
 
@@ -271,3 +273,28 @@ def test_application_runs_are_tshark_clean(tmp_path: Path, app: str) -> None:
     result = synthesize(config(app, 120, 10), tmp_path / app)
     for path in result.files:
         assert_clean(path)
+
+
+def test_dns_tunnelling_asks_kube_dns_and_is_forwarded_upstream(tmp_path: Path) -> None:
+    """A window through `kube-dns, outside` is real DNS: queries of at most 250 bytes from the pod to the DNS VIP,
+    each forwarded by a CoreDNS pod to the application's upstream resolver, tshark-clean with whole names."""
+    upstream = "198.51.100.53"
+    text = (REPO / "config" / "apps" / "sockshop.yaml").read_text().replace("name: sockshop", "name: resolving")
+    path = tmp_path / "resolving.yaml"
+    path.write_text(text.replace("dns: {ttl: 0}", f"dns: {{ttl: 0, upstream: {upstream}}}"))
+    app = load_app(str(path))
+    window = ExfilWindow.from_text("path=user-db,user,kube-dns,outside;rate=300KB/min;start=10;duration=30", app)
+    spec = RunSpec(app=app, duration=60, users=2, seed=1, snaplen=65535, exfil=(window,))
+    (capture,) = synthesize(spec, tmp_path / "run").files
+    assert_clean(capture)
+    fields = tshark(capture, "-Y", "dns.flags.response == 0 && udp.dstport == 53", "-T", "fields", "-e", "ip.src",
+                    "-e", "ip.dst", "-e", "udp.length", "-e", "dns.qry.name.len")  # fmt: skip
+    queries = [line.split("\t") for line in fields.splitlines()]
+    tunnel = [q for q in queries if int(q[2]) - 8 > 100]  # the pods' own lookups ask for short names
+    to_vip = [q for q in tunnel if q[1] == KUBE_DNS_VIP]
+    forwarded = [q for q in tunnel if q[1] == upstream and q[0] != NODE_IP]  # CoreDNS's view, before the SNAT
+    assert all(int(q[2]) - 8 <= 250 for q in tunnel) and all(int(q[3]) > 200 for q in to_vip)
+    assert len({q[0] for q in to_vip}) == 1  # the user pod
+    sent = sum(int(q[2]) - 8 for q in to_vip)
+    assert 300e3 / 2 < sent < 1.2 * 300e3 / 2 and len(to_vip) >= 150e3 / 250  # the window's bytes, many queries
+    assert len(forwarded) == len(to_vip) and len([q for q in tunnel if q[0] == NODE_IP]) == len(to_vip)

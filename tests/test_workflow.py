@@ -29,6 +29,7 @@ SMALL = {
     # the second rate is named 0.123457 in files; 20 s attacks fit a fifth of a 240 s run
     "features": {"rates": [1, 0.1234567], "granularities": [10, 60], "attack_seconds": 20},
     "models": {"methods": ["mimir", "mimir@60", "commsvc"], "params": {"mimir": {"c": 1.0}}},
+    "evaluation": {"min_attacked": 1, "min_benign": 1},  # minutes-long runs: too few intervals, warned about
     "figures": {"rate": 1},
 }
 
@@ -68,12 +69,11 @@ def planned(workdir: Path, config: dict) -> set[tuple[str, str]]:
 def expected_jobs(config: dict) -> Counter:
     """Jobs per rule for a fresh synthetic experiment: the chain of every run, models, scores and the tables."""
     runs, features, methods = config["runs"], config["features"], config["models"]["methods"]
-    training = [n for n, r in runs.items() if r.get("role") == "train"]
-    scored = len(training) + sum(1 for r in runs.values() if r.get("training"))
+    evaluated = {r["training"] for r in runs.values() if r.get("training")}  # trainings that have runs to judge
     per_run = {"synth": 1, "ingest": 1, "edges": 1, "features": len(features["rates"])}
     jobs = Counter({rule: n * len(runs) for rule, n in per_run.items()})
-    jobs.update({"model": len(methods) * len(training), "score": len(methods) * scored})
-    jobs.update({"metrics": 1, "figures": 1, "roc": 1})
+    jobs.update({"model": len(methods) * len(evaluated), "score": len(methods) * len(evaluated)})
+    jobs.update({"metrics": 1, "figures": 1})
     if config.get("realism"):
         jobs["realism"] = len(config["realism"])
     return jobs
@@ -206,11 +206,14 @@ def test_everything_is_built_and_logged(complete: Path) -> None:
                 assert (complete / "results" / run / "features" / f"{tg}s" / f"{rate}.parquet").is_file()
     logs = {p.relative_to(complete / "logs").parts[0] for p in (complete / "logs").rglob("*.log")}
     assert {"synth", "ingest", "edges", "features", "model", "score", "metrics.log", "figures.log"} <= logs
-    for figure in ("f1_vs_rate", "f1_vs_load", "f1_vs_mix", "f1_vs_granularity", "roc"):
+    for figure in ("f1_vs_rate", "f1_vs_load", "f1_vs_granularity", "recall_by_path", "roc"):
         assert (complete / "results" / "figures" / f"{figure}.png").stat().st_size > 1000
-    metrics = (complete / "results" / "tables" / "metrics.csv").read_text().splitlines()
-    assert metrics[0].startswith("method,training,run,rate,")
-    assert len(metrics) == 1 + 3 * (2 + 1) * 2  # methods x (runs scored by small-train, and small-wp) x rates
+    assert not (complete / "results" / "figures" / "f1_vs_mix.png").exists()  # no run varies the request mix
+    metrics = pd.read_csv(complete / "results" / "tables" / "metrics.csv", keep_default_na=False)
+    assert list(metrics.columns[:5]) == ["method", "training", "run", "rate", "policy"]
+    # methods x (small-eval, every run of small-train pooled) x rates x attack classes; small-wp judges nothing
+    assert len(metrics) == 3 * 2 * 2 * 2 and set(metrics["run"]) == {"small-eval", "*"}
+    assert set(metrics["policy"]) == {"abiding", "violating"}
     assert planned(complete, SMALL) == set()  # nothing left to do
 
 
@@ -218,7 +221,7 @@ def test_changing_a_feature_parameter_reruns_features_and_what_follows(complete:
     config = {**SMALL, "features": {**SMALL["features"], "rate_sd": 0.3}}
     jobs = planned(complete, config)
     # no runs, flows or edges
-    assert {rule for rule, _ in jobs} == {"features", "model", "score", "metrics", "figures", "roc"}
+    assert {rule for rule, _ in jobs} == {"features", "model", "score", "metrics", "figures"}
     assert {run for rule, run in jobs if rule == "features"} == set(SMALL["runs"])
 
 
@@ -231,17 +234,16 @@ def test_changing_one_runs_load_reruns_that_run_only(complete: Path) -> None:
         ("ingest", "small-eval"),
         ("edges", "small-eval"),
         ("features", "small-eval"),
-        ("score", "small-eval"),
+        ("score", ""),  # the model of small-train on all its runs, in one job
         ("metrics", ""),
         ("figures", ""),
-        ("roc", ""),
     } == jobs
 
 
 def test_changing_a_detector_parameter_reruns_only_models_and_what_follows(complete: Path) -> None:
     config = {**SMALL, "models": {**SMALL["models"], "params": {"mimir": {"c": 0.5}}}}
     rules = {rule for rule, _ in planned(complete, config)}
-    assert {"model", "score", "metrics", "figures", "roc"} == rules
+    assert {"model", "score", "metrics", "figures"} == rules
 
 
 def test_two_clean_runs_give_identical_bytes(complete: Path, tmp_path: Path) -> None:

@@ -1,8 +1,12 @@
-"""Labelled feature tables (docs/architecture.md#feature-tables): per run, one injection per rate, the same
-injected seconds aggregated to every granularity, the features of every interval, its label, attack and split.
+"""Labelled feature tables (docs/architecture.md#feature-tables): per run and rate, several injections (seeds)
+into the same benign traffic, each aggregated to every granularity, the features of every interval, its label,
+attack, path, policy class, shape and split, all injections stacked.
 
-    OUT/attacks/{rate}.parquet            the injected traffic, per attack, second and concrete edge
-    OUT/features/{tg}s/{rate}.parquet     one row per interval: features, label, attack, path, split
+    OUT/attacks/{rate}.parquet            the injected traffic, per injection, attack, second and concrete edge
+    OUT/features/{tg}s/{rate}.parquet     one row per (injection, interval): features, label, attack, path, split
+
+Only intervals an injection touches differ from the benign run, so the benign graphs and features of every
+granularity are computed once per build and only the attacked intervals are computed again.
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mimir.attacks import (
+    ABIDING,
+    VIOLATING,
     InjectionConfig,
+    PathSet,
+    Policy,
     Targets,
-    active_pods,
     allowed_graph,
-    attack_paths,
+    classify,
     inject,
+    no_abiding_reason,
     policy_graph,
-    run_seed,
+    read_policy,
 )
 from mimir.capture.ingest import recorded_bin
-from mimir.entities import POD, VIP
 from mimir.errors import IOFailure, UsageError
 from mimir.features import compute_features
 from mimir.graphs import CodedEdges, Graphs, build_graphs
@@ -39,7 +46,7 @@ from mimir.spec import FeatureSpec, check_granularities, rate_name
 
 
 def parse_split(text: str) -> dict[str, float]:
-    """`train=0.6,validation=0.2,test=0.2` → shares in time order (they must add up to 1)."""
+    """`train=0.5,validation=0.5` or `test=1` → shares in time order (they must add up to 1)."""
     split: dict[str, float] = {}
     for part in filter(None, text.split(",")):
         name, _, value = part.partition("=")
@@ -72,9 +79,13 @@ def _read(path: Path) -> pd.DataFrame:
         raise IOFailure(f"{path}: cannot read the table: {e}") from None
 
 
-def labels(injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int) -> pd.DataFrame:
-    """Per interval: injected bytes, label (injected bytes or a physical window overlapping), attack and path."""
-    out = pd.DataFrame({"injected_bytes": np.zeros(count), "attack": -1, "path": ""})
+def labels(
+    injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int, policy: Policy
+) -> pd.DataFrame:
+    """Per interval of one injection: injected bytes, label (injected bytes or a physical window overlapping), and
+    the attack, path, policy class and shape of the earliest attack in it, else of a physical window."""
+    about = ["path", "policy", "shape"]
+    out = pd.DataFrame({"injected_bytes": np.zeros(count), "attack": -1, **dict.fromkeys(about, "")})
     if not injected.empty:
         k = (injected["ts"].to_numpy() - start) // tg
         inside = (k >= 0) & (k < count)
@@ -82,15 +93,16 @@ def labels(injected: pd.DataFrame, windows: list[dict], start: int, tg: int, cou
         grouped = part.groupby("interval").agg(injected_bytes=("bytes", "sum"), attack=("attack", "min"))
         out.loc[grouped.index, "injected_bytes"] = grouped["injected_bytes"].to_numpy()
         out.loc[grouped.index, "attack"] = grouped["attack"].to_numpy()
-        path = part.drop_duplicates("attack").set_index("attack")["path"]
+        attacks = part.drop_duplicates("attack").set_index("attack")[about]
         chosen = out["attack"] >= 0
-        out.loc[chosen, "path"] = path.reindex(out.loc[chosen, "attack"]).to_numpy()
+        out.loc[chosen, about] = attacks.reindex(out.loc[chosen, "attack"]).to_numpy()
     label = out["injected_bytes"].to_numpy() > 0
     begin = start + np.arange(count) * tg
     for w in windows:  # physical exfiltration recorded by the run
         overlap = (begin < w["end"]) & (begin + tg > w["start"])
         fresh = overlap & (out["attack"].to_numpy() < 0)
-        out.loc[fresh, "path"] = ">".join(w["path"])
+        path = tuple(w["path"])
+        out.loc[fresh, about] = [">".join(path), classify(path, policy), w.get("shape", "constant")]
         label |= overlap
     out["label"] = label.astype(np.int8)
     return out
@@ -113,12 +125,38 @@ def split_column(count: int, split: dict[str, float]) -> np.ndarray:
     return out
 
 
+def benign_traffic(edges: pd.DataFrame, windows: list[dict], bin_seconds: int) -> pd.DataFrame:
+    """A run's edges outside its physical exfiltration windows (run.json): the traffic a policy is learned from
+    and attacks hide in."""
+    ts = edges["ts"].to_numpy()
+    during = np.zeros(ts.shape[0], bool)
+    for w in windows:
+        during |= (ts < w["end"]) & (ts + bin_seconds > w["start"])
+    return edges[~during] if during.any() else edges
+
+
+def _family_order(*columns: pd.Index) -> list[str]:
+    """The columns of several tables once each, grouped by family (`reciprocity:`, ...) in the order they come."""
+    names = list(dict.fromkeys(c for index in columns for c in index))
+    families = list(dict.fromkeys(c.split(":")[0] for c in names))
+    return sorted(names, key=lambda c: families.index(c.split(":")[0]))
+
+
+def _stacked(benign: pd.DataFrame, changed: pd.DataFrame, attacked: np.ndarray, seeds: int) -> pd.DataFrame:
+    """Every injection's values: the benign table repeated once per seed, with the rows of the attacked stacked
+    intervals replaced; a column one side lacks is 0 there (no such traffic in those intervals)."""
+    names = _family_order(benign.columns, changed.columns)
+    stacked = np.tile(benign.reindex(columns=names, fill_value=0.0).to_numpy(float), (seeds, 1))
+    stacked[attacked] = changed.reindex(columns=names, fill_value=0.0).to_numpy(float)
+    return pd.DataFrame(stacked, columns=names)
+
+
 @dataclass(frozen=True)
 class FeatureInputs:
     """What one build reads: a run's edges (binned per `bin_seconds`), its bundle, and what defines attack paths.
 
-    The paths come from `benign_edges` (an evaluation run learns them from its training run), else from `policy`
-    (allowed service pairs), else from the run's own edges.
+    The policy comes from `policy` (a file of allowed calls), else from `benign_edges` (an evaluation run learns it
+    from its training run), else from the run's own edges.
     """
 
     edges: Path
@@ -129,7 +167,7 @@ class FeatureInputs:
 
 
 def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed: int, jobs: int = 1) -> dict:
-    """Every rate of `spec` on one run: one injection per rate, its table at every granularity."""
+    """Every rate of `spec` on one run: `spec.seeds` injections per rate, their tables at every granularity."""
     recorded = recorded_bin(inputs.edges)
     if inputs.bin_seconds != recorded:
         raise UsageError(f"{inputs.edges}: the edges were binned per {recorded} s, not per {inputs.bin_seconds} s")
@@ -139,15 +177,28 @@ def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed
         run = json.loads((inputs.run_dir / "run.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise IOFailure(f"{inputs.run_dir / 'run.json'}: cannot read: {e}") from None
-    benign = _read(inputs.benign_edges) if inputs.benign_edges else edges
-    calls = set(benign.loc[(benign["src_kind"] == POD) & (benign["dst_kind"] == VIP), ["src_service", "dst_service"]]
-                .drop_duplicates().itertuples(index=False, name=None))  # fmt: skip
-    allowed = policy_graph(inputs.policy) if inputs.policy else allowed_graph(benign)
-    paths = attack_paths(allowed, list(run.get("sensitive", [])), spec.max_path_length)
-    cfg = InjectionConfig.from_spec(spec, seed)
+    own = benign_traffic(edges, run.get("exfiltration", []), recorded)
+    if inputs.policy:
+        pairs = read_policy(inputs.policy)
+        policy, allowed = Policy.from_pairs(pairs), policy_graph(pairs)
+    else:
+        benign = _read(inputs.benign_edges) if inputs.benign_edges else own
+        policy, allowed = Policy.from_edges(benign), allowed_graph(benign)
+    sensitive = list(run.get("sensitive", []))
+    paths = PathSet.find(policy, allowed, sensitive, spec.max_path_length)
+    notes = []
+    if not paths.abiding:
+        reason = no_abiding_reason(policy, sensitive, spec.max_path_length)
+        notes.append(f"{run.get('app') or inputs.run_dir.name}: no policy-abiding path: {reason}")
     start, end = int(np.floor(run["start"])), float(run["end"])
-    targets = Targets(paths, *active_pods(edges), calls, start, int(end))
-    _SHARED["job"] = _RateJob(CodedEdges.from_edges(edges), targets, end, run, inputs.run_dir.name, out, spec, cfg)
+    coded = CodedEdges.from_edges(edges)
+    benign_tables = {}
+    for tg in spec.granularities:
+        graphs = build_graphs(coded, start, end, tg)
+        benign_tables[tg] = _Benign(graphs, compute_features(graphs, sensitive), service_weights(graphs))
+    targets = Targets.of(own, paths, policy, start, int(end))
+    cfg = InjectionConfig.from_spec(spec, seed)
+    _SHARED["job"] = _RateJob(coded, benign_tables, targets, run, inputs.run_dir.name, out, spec, cfg)
     try:
         if jobs > 1 and len(spec.rates) > 1:  # forked workers inherit the tables instead of receiving pickled copies
             with ProcessPoolExecutor(min(jobs, len(spec.rates)), mp_context=get_context("fork")) as pool:
@@ -156,8 +207,12 @@ def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed
             done = [_shared_job(rate) for rate in spec.rates]
     finally:
         _SHARED.clear()
-    paths_text = [">".join(p) for p in paths]
-    return {"run": inputs.run_dir.name, "paths": paths_text, "tables": [t for tables in done for t in tables]}
+    return {
+        "run": inputs.run_dir.name,
+        "paths": {"abiding": [">".join(p) for p in paths.abiding], "violating": [">".join(p) for p in paths.violating]},
+        "notes": notes,
+        "tables": [t for tables in done for t in tables],
+    }
 
 
 _SHARED: dict[str, Any] = {}
@@ -168,12 +223,21 @@ def _shared_job(rate: float) -> list[dict]:
 
 
 @dataclass(frozen=True)
+class _Benign:
+    """One granularity of the run without injection: its graphs, features and service weights per interval."""
+
+    graphs: Graphs
+    features: pd.DataFrame
+    weights: pd.DataFrame
+
+
+@dataclass(frozen=True)
 class _RateJob:
     """Everything one rate of a build shares with the others, computed once before the rates fan out."""
 
     edges: CodedEdges
-    targets: Targets  # the run's span from targets.start; the last second may be partial, so:
-    end: float
+    benign: dict[int, _Benign]
+    targets: Targets
     run: dict
     name: str
     out: FeatureOutputs
@@ -181,28 +245,72 @@ class _RateJob:
     cfg: InjectionConfig
 
     def __call__(self, rate: float) -> list[dict]:
-        """Inject one rate, then compute and write its table for every granularity."""
-        injected = inject(self.targets, rate, run_seed(self.name, rate, self.cfg.seed), self.cfg)
+        """Inject one rate `spec.seeds` times, then compute and write its stacked table for every granularity."""
+        frames = [inject(self.targets, rate, self.cfg, self.name, k) for k in range(self.spec.seeds)]
+        parts = [f.assign(seed=k) for k, f in enumerate(frames) if not f.empty]
+        columns = ["seed", *frames[0].columns]
+        injected = pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
         with atomic_path(self.out.attacks(rate)) as tmp:
             pq.write_table(pa.Table.from_pandas(injected, preserve_index=False), tmp, compression="zstd")
-        combined = self.edges.with_rows(injected)
-        return [self._table(combined, injected, tg, rate) for tg in self.spec.granularities]
+        coded = CodedEdges(self.edges.nodes, self.edges.table.iloc[:0]).with_rows(injected)  # rows keep their order
+        return [self._table(coded, injected, tg, rate) for tg in self.spec.granularities]
 
-    def _table(self, combined: CodedEdges, injected: pd.DataFrame, tg: int, rate: float) -> dict:
-        start = self.targets.start
-        graphs = build_graphs(combined, start, self.end, tg)
-        table = compute_features(graphs, list(self.run.get("sensitive", [])))
-        meta = labels(injected, self.run.get("exfiltration", []), start, tg, graphs.intervals)
-        meta.insert(0, "start", start + np.arange(graphs.intervals) * tg)
-        meta["split"] = split_column(graphs.intervals, self.spec.split)
-        frame = pd.concat([meta, table.reset_index(drop=True), service_weights(graphs)], axis=1)
-        frame.insert(0, "interval", np.arange(graphs.intervals))
+    def _attacked(self, coded: CodedEdges, seeds: np.ndarray, tg: int) -> tuple[np.ndarray, Graphs]:
+        """The stacked intervals (seed · count + interval) the injections touch, and their graphs: the benign edges
+        of those intervals plus the injected ones."""
+        benign = self.benign[tg]
+        count = benign.graphs.intervals
+        added = coded.table
+        k = (added["ts"].to_numpy() - self.targets.start) // tg
+        inside = (k >= 0) & (k < count)
+        slot = seeds[inside] * count + k[inside]
+        attacked = np.unique(slot)
+        b = benign.graphs.edges
+        bounds = np.searchsorted(b["interval"].to_numpy(), np.arange(count + 1))
+        lo, hi = bounds[attacked % count], bounds[attacked % count + 1]
+        rows = np.repeat(lo - np.cumsum(hi - lo) + (hi - lo), hi - lo) + np.arange(int((hi - lo).sum()))
+        edges = pd.concat(
+            [
+                b.iloc[rows].assign(interval=np.repeat(np.arange(attacked.size), hi - lo)),
+                added.loc[inside, ["src", "dst", "bytes", "packets"]].assign(interval=np.searchsorted(attacked, slot)),
+            ]
+        )
+        edges = edges.groupby(["interval", "src", "dst"], as_index=False, sort=True)[["bytes", "packets"]].sum()
+        return attacked, Graphs(tg, self.targets.start, attacked.size, coded.nodes, edges)
+
+    def _table(self, coded: CodedEdges, injected: pd.DataFrame, tg: int, rate: float) -> dict:
+        benign, seeds, start = self.benign[tg], self.spec.seeds, self.targets.start
+        count = benign.graphs.intervals
+        sensitive = list(self.run.get("sensitive", []))
+        row_seeds = injected["seed"].to_numpy(np.int64)
+        attacked, graphs = self._attacked(coded, row_seeds, tg)
+        if attacked.size:
+            changed = [compute_features(graphs, sensitive), service_weights(graphs)]
+        else:
+            changed = [benign.features.iloc[:0], benign.weights.iloc[:0]]
+        wide = [
+            _stacked(values, fresh, attacked, seeds)
+            for values, fresh in zip([benign.features, benign.weights], changed, strict=True)
+        ]
+        windows, policy = self.run.get("exfiltration", []), self.targets.policy
+        slim = injected[["ts", "bytes", "attack", "path", "policy", "shape"]]
+        meta = pd.concat(
+            [labels(slim[row_seeds == s], windows, start, tg, count, policy) for s in range(seeds)], ignore_index=True
+        )
+        meta.insert(0, "interval", np.tile(np.arange(count), seeds))
+        meta.insert(1, "start", start + meta["interval"].to_numpy() * tg)
+        meta.insert(meta.columns.get_loc("label"), "seed", np.repeat(np.arange(seeds), count))
+        meta["split"] = np.tile(split_column(count, self.spec.split), seeds)
+        frame = pd.concat([meta, *wide], axis=1)
         with atomic_path(self.out.table(tg, rate)) as tmp:
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+        per_attack = injected.drop_duplicates(["seed", "attack"])["policy"].value_counts()
         return {
             "tg": tg,
             "rate": rate,
-            "intervals": graphs.intervals,
+            "seeds": seeds,
+            "intervals": count,
             "attacked": int(frame["label"].sum()),
-            "features": table.shape[1],
+            "attacks": {c: int(per_attack.get(c, 0)) for c in (ABIDING, VIOLATING)},
+            "features": wide[0].shape[1],
         }

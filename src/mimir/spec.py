@@ -59,21 +59,34 @@ def _seconds(value: Any, where: str, *, positive: bool) -> float:
 class ExfilWindow:
     """A physical exfiltration written into a synthetic capture: `bytes_per_minute` along `path` for a window.
 
-    `path` lists services of the application and ends with `outside`; `start` counts seconds from the run's start.
+    `path` lists services of the application and ends with `outside` (sent out of the cluster; `kube-dns, outside`
+    at the end: tunnelled through DNS lookups) or with the entry service and `ingress` (pulled by a client through
+    the front door); `start` counts seconds from the run's start. `shape`: `constant` spreads the bytes evenly over
+    the window, `bursts` sends them in four bursts of three seconds.
     """
 
     path: tuple[str, ...]
     bytes_per_minute: float
     start: float
     duration: float = 60.0
+    shape: str = "constant"
+
+    SHAPES = ("constant", "bursts")
+    BURSTS = 4  # a `bursts` window's bursts, of BURST_SECONDS each
+    BURST_SECONDS = 3.0
+    EXITS = ("outside", "ingress")  # the world: an address outside the cluster, or a client of the entry service
+    DNS = "kube-dns"  # a hop to it followed by `outside`: DNS tunnelling through the cluster's resolver
 
     @classmethod
     def from_text(cls, text: str, app: App, where: str = "--exfil") -> ExfilWindow:
         """The command line's form: `path=user-db,user,front-end,outside;rate=100KB/min;start=1200;duration=120`."""
         fields = dict(part.split("=", 1) for part in text.split(";") if "=" in part)
-        unknown = set(fields) - {"path", "rate", "start", "duration"}
+        unknown = set(fields) - {"path", "rate", "start", "duration", "shape"}
         if unknown or not {"path", "rate", "start"} <= set(fields):
-            raise UsageError(f"{where} {text!r}: use path=SVC,...,outside;rate=100KB/min;start=S[;duration=S]")
+            raise UsageError(
+                f"{where} {text!r}: use path=SVC,...,outside|ingress;rate=100KB/min;start=S[;duration=S]"
+                f"[;shape={'|'.join(cls.SHAPES)}]"
+            )
         entry: dict[str, Any] = {**fields, "path": [p.strip() for p in fields["path"].split(",")]}
         return cls.from_mapping(entry, app, f"{where} {text!r}")
 
@@ -81,11 +94,35 @@ class ExfilWindow:
     def from_mapping(cls, entry: Mapping[str, Any], app: App, where: str) -> ExfilWindow:
         """The config's form: `{path: [user-db, user, front-end, outside], rate: 100KB/min, start: 1200}`."""
         path = tuple(str(p) for p in entry["path"])
-        if len(path) < 2 or path[-1] != "outside" or any(p not in app.services for p in path[:-1]):
-            raise UsageError(f"{where}: the path lists services of {app.name} and ends with 'outside', not {path}")
+        cls._check_path(path, app, where)
         start = _seconds(entry["start"], f"{where}: start", positive=False)
         duration = _seconds(entry.get("duration", cls.duration), f"{where}: duration", positive=True)
-        return cls(path, parse_rate(entry["rate"], f"{where}: rate"), start, duration)
+        shape = str(entry.get("shape", cls.shape)).strip()
+        if shape not in cls.SHAPES:
+            raise UsageError(f"{where}: shape: {shape!r} is not one of {', '.join(cls.SHAPES)}")
+        if shape == "bursts" and duration < cls.BURSTS * cls.BURST_SECONDS:
+            raise UsageError(f"{where}: shape bursts: {cls.BURSTS} bursts of {cls.BURST_SECONDS:g} s need a duration "
+                             f"of {cls.BURSTS * cls.BURST_SECONDS:g} s at least, not {duration:g}")  # fmt: skip
+        return cls(path, parse_rate(entry["rate"], f"{where}: rate"), start, duration, shape)
+
+    @classmethod
+    def _check_path(cls, path: tuple[str, ...], app: App, where: str) -> None:
+        """Services of the app, then `outside`; `kube-dns` only just before `outside`; `ingress` only after the entry
+        (a client reaches nothing else)."""
+        services = list(path[:-1])
+        if len(path) >= 3 and path[-2] == cls.DNS and path[-1] == "outside":
+            services.pop()
+        bad = (
+            len(services) < 1
+            or path[-1] not in cls.EXITS
+            or any(p not in app.services for p in services)
+            or (path[-1] == "ingress" and path[-2] != app.entry)
+        )
+        if bad:
+            raise UsageError(
+                f"{where}: the path lists services of {app.name} and ends with 'outside' (or '{cls.DNS}, outside'), "
+                f"or with its entry service {app.entry!r} and 'ingress', not {path}"
+            )
 
 
 @dataclass(frozen=True)
@@ -162,7 +199,8 @@ class ClusterSpec:
         return cls(**values)
 
 
-PAPER_SPLIT = MappingProxyType({"train": 0.6, "validation": 0.2, "test": 0.2})
+# a training run: fit on the first half, thresholds on the second (evaluation runs are all `test`)
+TRAINING_SPLIT = MappingProxyType({"train": 0.5, "validation": 0.5})
 
 
 @dataclass(frozen=True)
@@ -174,8 +212,9 @@ class FeatureSpec:
     attack_seconds: int = 60
     attacked_share: float = 0.2  # of the run's time
     rate_sd: float = 0.1  # an attack's rate spread, as a share of the rate
-    max_path_length: int = 5  # services on an attack path, `outside` excluded
-    split: Mapping[str, float] = field(default_factory=lambda: dict(PAPER_SPLIT))
+    max_path_length: int = 5  # services on an attack path, `ingress` and `outside` excluded
+    seeds: int = 3  # injections per run and rate, each from its own seed, stacked in one table
+    split: Mapping[str, float] = field(default_factory=lambda: dict(TRAINING_SPLIT))
 
 
 def rate_name(rate: float) -> str:

@@ -220,6 +220,7 @@ def features_run(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: 
         attacked_share=settings["attacked_share"],
         rate_sd=settings["rate_sd"],
         max_path_length=settings["max_path_length"],
+        seeds=settings["seeds"],
         split=dict(params["split"]),
     )
     layout = FeatureOutputs(Path(params["root"]))

@@ -31,7 +31,9 @@ def add_synth(commands: Commands) -> None:
         default=[],
         metavar="SPEC",
         help="physical exfiltration, repeatable: path=user-db,user,front-end,outside;rate=100KB/min;start=1200;"
-        "duration=120 (seconds from the run's start; duration 60 if not given)",
+        "duration=120;shape=bursts (seconds from the run's start; duration 60 if not given). The path ends with "
+        "outside (egress), kube-dns,outside (DNS tunnelling) or the entry service and ingress (pulled by a "
+        "client); shape constant (default) or bursts (four bursts of 3 s)",
     )
     synth.set_defaults(handler=run_synth)
 

@@ -125,10 +125,17 @@ def add_features(commands: Commands) -> None:
         commands,
         "features",
         help="inject exfiltration and compute the labelled feature tables of a run",
-        description="For each exfiltration rate, inject attacks once at the flows' bin along paths from the "
-        "sensitive services to outside (learned from benign traffic), aggregate to every granularity, and "
-        "write OUT/attacks/{rate}.parquet and OUT/features/{tg}s/{rate}.parquet: per interval the MIMIR "
-        "features, the label, the attack id and path, and the split.",
+        description="For each exfiltration rate, inject attacks SEEDS times (each injection from its own seed; every\n"
+        "rate gets the same attacks, only scaled) at the flows' bin, aggregate them to every granularity and\n"
+        "write OUT/attacks/{rate}.parquet (every injection, with a seed column) and\n"
+        "OUT/features/{tg}s/{rate}.parquet: one row per injection and interval, ordered by seed then interval,\n"
+        "with the MIMIR features, the label, the attack id, its path, policy class (abiding, violating) and shape\n"
+        "(constant, bursts, mimicry), the seed and the split.\n\n"
+        "Attacks alternate between policy-abiding paths (every hop rides a call benign traffic makes, pushed in\n"
+        "its requests or pulled in its responses; out through a client of the entry service, a service that\n"
+        "sends to outside, or kube-dns forwarding upstream) and policy-violating ones. The policy is learned\n"
+        "from benign traffic (the run's, or --benign-edges) unless --policy gives it; an application with no\n"
+        "policy-abiding path gets a note, never an invented path.",
     )
     features.add_argument("edges", type=Path, metavar="EDGES.parquet", help="from mimir edges")
     features.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (run.json)")
@@ -147,22 +154,61 @@ def add_features(commands: Commands) -> None:
         metavar="NAME=SHARE,...",
         help=f"time split of the run's intervals (default {_listed(d.split)})",
     )
-    option("--attacked-share", type=float, default=d.attacked_share, metavar="F", help="share of time attacked")
-    option("--attack-seconds", type=positive_int, default=d.attack_seconds, metavar="S", help="attack length")
-    option("--rate-sd", type=float, default=d.rate_sd, metavar="F", help="rate spread, share of the rate")
-    option("--max-path-length", type=positive_int, default=d.max_path_length, metavar="N", help="services per path")
-    option("--seed", type=int, default=0, metavar="K", help="combined with the run and the rate (default 0)")
+    option(
+        "--attacked-share",
+        type=float,
+        default=d.attacked_share,
+        metavar="F",
+        help=f"share of the run's time attacked, in [0, 1) (default {d.attacked_share:g})",
+    )
+    option(
+        "--attack-seconds",
+        type=positive_int,
+        default=d.attack_seconds,
+        metavar="S",
+        help=f"attack length (default {d.attack_seconds})",
+    )
+    option(
+        "--rate-sd",
+        type=float,
+        default=d.rate_sd,
+        metavar="F",
+        help=f"spread of an attack's rate, share of the rate (default {d.rate_sd:g})",
+    )
+    option(
+        "--max-path-length",
+        type=positive_int,
+        default=d.max_path_length,
+        metavar="N",
+        help=f"services per attack path, ingress and outside not counted (default {d.max_path_length})",
+    )
+    option(
+        "--seeds",
+        type=positive_int,
+        default=d.seeds,
+        metavar="N",
+        help=f"injections per rate, stacked in each table (default {d.seeds})",
+    )
+    option(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="combined with the run and the injection's number; the rate only adds per-second noise (default 0)",
+    )
     option(
         "--benign-edges",
         type=Path,
         metavar="EDGES.parquet",
-        help="learn the allowed paths from this (training) run instead of the run itself",
+        help="learn the network policy (calls, entry and egress services, upstream DNS) from this (training) run "
+        "instead of the run itself",
     )
     option(
         "--policy",
         type=Path,
         metavar="FILE",
-        help="allowed service pairs (YAML: allow: [[a, b], ...], 'outside' for the world) instead of benign traffic",
+        help="the network policy instead of benign traffic (YAML: allow: [[a, b], ...], a opens connections to b; "
+        "'ingress' or 'outside' for the world: [ingress, a] makes a an entry service, [a, outside] lets a send out)",
     )
     option(
         "--jobs",
@@ -188,9 +234,16 @@ def run_features(args: argparse.Namespace) -> None:
         attacked_share=args.attacked_share,
         rate_sd=args.rate_sd,
         max_path_length=args.max_path_length,
+        seeds=args.seeds,
         split=parse_split(args.split),
     )
     check_granularities(spec.granularities, bin_seconds, "--tg")
     inputs = FeatureInputs(args.edges, args.run, bin_seconds, benign_edges=args.benign_edges, policy=args.policy)
     summary = build(inputs, FeatureOutputs(args.output), spec, seed=args.seed, jobs=args.jobs)
-    print(f"{args.output}: {len(summary['tables'])} feature tables over {len(summary['paths'])} attack paths")
+    paths = summary["paths"]
+    print(
+        f"{args.output}: {len(summary['tables'])} feature tables of {spec.seeds} injection(s) over "
+        f"{len(paths['abiding'])} policy-abiding and {len(paths['violating'])} policy-violating attack paths"
+    )
+    for note in summary["notes"]:
+        print(f"note: {note}")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from mimir.errors import NotFittedError
 
-META = ("interval", "start", "injected_bytes", "attack", "path", "label", "split")
+META = ("interval", "start", "injected_bytes", "attack", "path", "policy", "shape", "seed", "label", "split")
 
 Tables = dict[int, pd.DataFrame]
 
@@ -48,7 +48,8 @@ class Detector:
 
     @property
     def threshold(self) -> float:
-        """Alert where score >= threshold: the best F1 on the training runs' validation split, frozen by fit."""
+        """Alert where score >= threshold, frozen by fit: the best F1 on the training runs' validation split, or the
+        method's own rule (a significance level for `ide` and `oddball`, any new pair for `commsvc`)."""
         self._check_fitted()
         return self.threshold_
 
@@ -77,6 +78,16 @@ def weight_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith(WEIGHT_PREFIX)]
 
 
+def by_seed(tables: Tables) -> list[Tables]:
+    """A feature table holds every injection of one run and rate (a `seed` column): one table set per injection,
+    in seed order, each a run's intervals in time order as the detectors expect."""
+    tg = max(tables)
+    if "seed" not in tables[tg]:
+        return [tables]
+    seeds = sorted(tables[tg]["seed"].unique())
+    return [{g: t[t["seed"].to_numpy() == s].reset_index(drop=True) for g, t in tables.items()} for s in seeds]
+
+
 def coarse(tables: Tables) -> tuple[int, pd.DataFrame]:
     tg = max(tables)
     return tg, tables[tg]
@@ -97,7 +108,9 @@ def finest_max(tables: Tables, scores: dict[int, np.ndarray]) -> np.ndarray:
 
 
 def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold (alert where score >= threshold) with the best F1 on these labels."""
+    """The score threshold (alert where score >= threshold) with the best F1 on these labels; never the one that
+    alerts on every row while another threshold detects something (with many attacked rows, alerting on everything
+    has an F1 of 2p/(1+p) and would win for a score with no signal)."""
     if labels.sum() == 0:
         return float(scores.max()) + 1e-12 if scores.size else 0.5
     order = np.argsort(-scores, kind="stable")
@@ -107,6 +120,8 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     f1 = 2 * tp / (tp + fp + y.sum())
     last_of_value = np.r_[s[1:] != s[:-1], True]  # a threshold admits every row with the same score
     f1 = np.where(last_of_value, f1, -1)
+    if (f1[:-1] > 0).any():  # alerting on every interval detects nothing: never chosen while another one does
+        f1[-1] = -1
     return float(s[int(np.argmax(f1))])
 
 

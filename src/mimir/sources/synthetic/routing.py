@@ -25,6 +25,7 @@ from mimir.apps import ConnectionPolicy
 from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_OPEN, MODE_REFUSED, MODE_STREAM, MODE_TCP, MODE_UDP
 from mimir.sources.synthetic.pods import SCALE_WINDOW
+from mimir.spec import ExfilWindow
 
 if TYPE_CHECKING:
     from mimir.sources.synthetic.sessions import Visits
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 OFFLOAD_SEGMENTS = 44  # an offloaded (GSO/GRO) segment as the capture sees it: up to 64 KB, 44 segments of 1448
 LOAD_BALANCER_IP = "198.51.100.80"  # TEST-NET-2: a cloud load balancer in front of the NodePort
 EXFIL_PORT = 443
+EXFIL_TICK = 5.0  # seconds between a constant window's chunks
+BURST_TICK = 0.5  # seconds between the chunks of a burst
+TUNNEL_QUERY = 250  # payload bytes of a DNS tunnelling query at most: the name holds the data (255 bytes at most)
 
 
 @dataclass
@@ -527,25 +531,41 @@ def egress_rows(  # noqa: PLR0913
 
 
 def add_exfiltration(sim: Simulation) -> None:
-    """Real exfiltration packets along each window's path: pulled over a call the app makes, else pushed."""
+    """Real exfiltration packets along each window's path, in chunks shaped as the window says: pulled over a call
+    the app makes, else pushed; out of the cluster as egress, to a client through the entry service, or tunnelled
+    through DNS (`kube-dns, outside`)."""
     rng = sim.rng
     ip = np.array(sim.pods.ip, np.int64)
     calls = sim.app.edges()
     for ex in sim.cfg.exfil:
         w = min(int(ex.start // SCALE_WINDOW), sim.windows - 1)
-        pods = []
+        pods, names = [], []
         for s in ex.path[:-1]:
+            if s == ExfilWindow.DNS:  # CoreDNS pods, query by query: the tunnel names them
+                pods.append(-1)
+                names.append("")
+                continue
             table = sim.serving[sim.index[s], w]
             pods.append(int(table[rng.integers(0, max((table >= 0).sum(), 1))]))
-        ticks = np.arange(ex.start, min(ex.start + ex.duration, sim.cfg.duration), 5.0)
+            names.append(sim.pods.name[pods[-1]])
+        ticks, span = _exfil_ticks(sim, ex)
         n = ticks.shape[0]
         total = ex.bytes_per_minute * ex.duration / 60
         chunk = np.rint(np.full(n, total / max(n, 1))).astype(np.int64)
         for hop, (a, b) in enumerate(zip(ex.path[:-1], ex.path[1:], strict=True)):
+            if a == ExfilWindow.DNS:  # kube-dns → outside: forwarded with the hop before
+                continue
             t = ticks + 0.01 * hop + rng.uniform(0, 0.001, n)
             src = np.full(n, ip[pods[hop]])
+            if b == ExfilWindow.DNS:
+                resolvers = _tunnel(sim, t, span, int(ip[pods[hop]]), chunk)
+                names[hop + 1] = ",".join(sorted({sim.pods.name[p] for p in resolvers}))
+                continue
             if b == "outside":
                 egress_rows(sim, t, src, ipv4_int(network.EXFIL_DESTINATION), EXFIL_PORT, chunk, 200)
+                continue
+            if b == "ingress":
+                _pulled_by_client(sim, t, pods[hop], chunk)
                 continue
             pulled = (b, a) in calls  # b normally calls a: b pulls the data in a response
             client, server, j = (ip[pods[hop + 1]], src, a) if pulled else (src, ip[pods[hop + 1]], b)
@@ -570,8 +590,79 @@ def add_exfiltration(sim: Simulation) -> None:
                 "start": sim.cfg.start + ex.start,
                 "end": sim.cfg.start + ex.start + ex.duration,
                 "path": list(ex.path),
-                "pods": [sim.pods.name[p] for p in pods],
+                "pods": names,
                 "bytes": int(chunk.sum()),
                 "bytes_per_minute": ex.bytes_per_minute,
+                "shape": ex.shape,
             }
         )
+
+
+def _exfil_ticks(sim: Simulation, ex: ExfilWindow) -> tuple[np.ndarray, np.ndarray]:
+    """When a window's chunks leave, and the seconds each may spread over: every 5 s across the window (the part
+    within the run), or every 0.5 s within each of its bursts, which start on whole seconds apart from each other
+    where the run's rng puts them."""
+    end = min(ex.start + ex.duration, sim.cfg.duration)
+    if ex.shape == "constant":
+        ticks, step = np.arange(ex.start, end, EXFIL_TICK), EXFIL_TICK
+    else:
+        length, count = ExfilWindow.BURST_SECONDS, ExfilWindow.BURSTS
+        slack = max(int(end - ex.start - count * length), 0)
+        begin = ex.start + np.sort(sim.rng.integers(0, slack + 1, count)) + np.arange(count) * length
+        ticks, step = (begin[:, None] + np.arange(0, length, BURST_TICK)).ravel(), BURST_TICK
+        ticks = ticks[ticks < end]
+    return ticks, np.minimum(step, end - ticks)
+
+
+def _pulled_by_client(sim: Simulation, t: np.ndarray, pod: int, chunk: np.ndarray) -> None:
+    """The hop entry → ingress: the attacker is one more user of the application, whose small requests reach the
+    entry pod as the users' do (the same connection policy, VIP, NodePort and SNAT views, or ingress-controller
+    pods), and whose responses carry the chunks."""
+    n = t.shape[0]
+    if not n:  # the window starts after the run's end
+        return
+    entry = sim.app.entry
+    j = sim.index[entry]
+    svc = sim.app.services[entry]
+    rows = CallRows(t, np.full(n, 0.01), np.full(n, 300), chunk, np.ones(n, np.int64))
+    caller = np.full(n, -1, np.int64)  # a user (-1 - user): the load generator's address
+    policy = svc.connection
+    if sim.app.ingress.type == "ingress-controller":
+        caller, policy = _through_controller(sim, caller, rows), CONTROLLER_UPSTREAM
+    key = _groups(sim, caller, rows, policy, np.arange(n))  # a page per request for the per-page policy
+    _emit(sim, caller, j, np.full(n, pod), key, rows, Reach(policy, svc.protocol, svc.port))
+
+
+def _tunnel(sim: Simulation, t: np.ndarray, span: np.ndarray, client: int, chunk: np.ndarray) -> np.ndarray:
+    """DNS tunnelling: each chunk rides in the names of queries of at most 250 bytes from the pod to kube-dns's VIP,
+    spread over the chunk's `span` seconds; the CoreDNS pod that gets a query forwards it to the upstream
+    resolver (the app's, else the attacker's server), as no cache holds such a name, and each answer is one A
+    record. Returns the CoreDNS pod of each query."""
+    from mimir.sources.synthetic.resolver import ANSWER_A, QUERY_OVERHEAD  # resolver.py builds on this module
+
+    rng = sim.rng
+    count = -(-chunk // (TUNNEL_QUERY - QUERY_OVERHEAD))  # queries per chunk, names of the chunk's bytes
+    tick = np.repeat(np.arange(t.shape[0]), count)
+    k = np.arange(tick.shape[0]) - np.repeat(np.cumsum(count) - count, count)
+    query = QUERY_OVERHEAD + chunk[tick] // count[tick] + (k < chunk[tick] % count[tick])
+    at = t[tick] + k * (span[tick] / count[tick])
+    n = at.shape[0]
+    ip = np.array(sim.pods.ip, np.int64)
+    coredns = np.array(sim.platform_pods["coredns"], np.int64)
+    resolver = coredns[rng.integers(0, coredns.shape[0], n)]
+    sim.conns.add(
+        t0=at,
+        dur=0.003,
+        mode=MODE_UDP,
+        c1=client,
+        s1=ipv4_int(network.KUBE_DNS_VIP),
+        c2=client,
+        s2=ip[resolver],
+        sport=rng.integers(*EPHEMERAL_PORTS, n),
+        dport=53,
+        req=query,
+        resp=query + ANSWER_A,
+    )
+    upstream = ipv4_int(sim.app.dns.upstream or network.EXFIL_DESTINATION)
+    egress_rows(sim, at + 0.0005, ip[resolver], upstream, 53, query, query + ANSWER_A, mode=MODE_UDP, dur=0.002)
+    return resolver
