@@ -93,17 +93,19 @@ def test_detectors_score_every_coarse_interval_in_0_1(tables: dict, name: str) -
     assert 0 < m["attacked"] < m["intervals"] and not np.isnan(m["roc_auc"])
 
 
-def test_commsvc_learns_from_the_training_split_only(tables: dict) -> None:
+def test_commsvc_learns_from_the_benign_intervals_only(tables: dict) -> None:
     from mimir.detectors.baselines import CommunicatingServices
 
     train = {tg: t.copy() for tg, t in tables["train"].items()}
     coarse_table = train[60]
-    tested = coarse_table["split"] == "validation"
-    coarse_table.loc[tested, "w:catalogue>payment"] = 1.0  # a pair that appears in the validation split only
+    attacked = coarse_table["label"] == 1
+    coarse_table.loc[attacked, "w:catalogue>payment"] = 1.0  # a pair that appears in attacked intervals only
+    coarse_table.loc[~attacked & (coarse_table["split"] == "validation"), "w:payment>catalogue"] = 1.0
     detector = CommunicatingServices()
     detector.fit([train])
-    assert "w:catalogue>payment" not in detector.known_
-    assert detector.score(train)["score"].to_numpy()[tested.to_numpy()].min() == 1.0
+    assert "w:catalogue>payment" not in detector.known_ and "w:payment>catalogue" in detector.known_
+    assert detector.threshold == 1.0  # its rule, not a cut tuned on validation
+    assert detector.score(train)["score"].to_numpy()[attacked.to_numpy()].min() == 1.0
 
 
 def test_the_volume_baseline_is_two_methods() -> None:

@@ -83,16 +83,21 @@ def labels(
     injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int, policy: Policy
 ) -> pd.DataFrame:
     """Per interval of one injection: injected bytes, label (injected bytes or a physical window overlapping), and
-    the attack, path, policy class and shape of the earliest attack in it, else of a physical window."""
+    the attack, path, policy class and shape of the earliest policy-violating attack in it, else of the earliest
+    attack, else of a physical window: an interval is policy-abiding only when all its injected traffic is."""
     about = ["path", "policy", "shape"]
     out = pd.DataFrame({"injected_bytes": np.zeros(count), "attack": -1, **dict.fromkeys(about, "")})
     if not injected.empty:
         k = (injected["ts"].to_numpy() - start) // tg
         inside = (k >= 0) & (k < count)
         part = injected[inside].assign(interval=k[inside])
-        grouped = part.groupby("interval").agg(injected_bytes=("bytes", "sum"), attack=("attack", "min"))
+        # an interval that any policy-violating attack touches is policy-violating: it names that attack (the
+        # earliest such), else the earliest attack in it
+        span = int(part["attack"].max()) + 1 if len(part) else 1
+        part = part.assign(order=part["attack"] + span * (part["policy"] != VIOLATING))
+        grouped = part.groupby("interval").agg(injected_bytes=("bytes", "sum"), order=("order", "min"))
         out.loc[grouped.index, "injected_bytes"] = grouped["injected_bytes"].to_numpy()
-        out.loc[grouped.index, "attack"] = grouped["attack"].to_numpy()
+        out.loc[grouped.index, "attack"] = grouped["order"].to_numpy() % span
         attacks = part.drop_duplicates("attack").set_index("attack")[about]
         chosen = out["attack"] >= 0
         out.loc[chosen, about] = attacks.reindex(out.loc[chosen, "attack"]).to_numpy()
