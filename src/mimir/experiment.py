@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import joblib
 import numpy as np
@@ -299,6 +299,49 @@ def _legend(fig: Any, axes: np.ndarray) -> None:
         fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 
 
+class _Panels(NamedTuple):
+    """What every F1 figure shares: its rows, the training runs, their applications and the methods' styles."""
+
+    frame: pd.DataFrame
+    trainings: list[str]
+    app: dict[str, str]
+    styles: dict[str, dict[str, Any]]
+
+
+def _f1_figure(plt: Any, panels: _Panels, x: str, xlabel: str, title: str, log: bool, label: Any, stem: Path) -> None:
+    """A panel per (class, training run that has rows); lines and bands against the rate, points with error
+    bars for per-run settings (several runs may share a load ratio or a mix distance)."""
+    frame, trainings, app, styles = panels
+    shown = [t for t in trainings if (frame["training"] == t).any()] or trainings
+    fig, axes = _grid(plt, len(POLICIES), len(shown))
+    for (row, policy), (column, training) in ((rp, tc) for rp in enumerate(POLICIES) for tc in enumerate(shown)):
+        ax = axes[row, column]
+        part = frame[(frame["training"] == training) & (frame["policy"] == policy)]
+        if part.empty:
+            _panel_note(ax, f"{app[training]}: no {policy} attack was judged (see the paths in logs/features/)")
+            continue
+        methods = list(dict.fromkeys(part["method"]))
+        span = float(np.ptp(part[x])) or 1.0
+        for method, unsorted in part.groupby("method", sort=False):
+            line, style = unsorted.sort_values(x), styles[method]
+            dodge = (methods.index(method) - (len(methods) - 1) / 2) * 0.012 * span  # side by side, not stacked
+            if x == "rate":
+                ax.plot(line[x], line["f1"], label=label(method), linewidth=1.4, markersize=5, **style)
+                ax.fill_between(line[x], line["f1_low"], line["f1_high"], color=style["color"], alpha=0.12)
+            else:
+                spread = np.vstack([line["f1"] - line["f1_low"], line["f1_high"] - line["f1"]]).clip(0)
+                ax.errorbar(line[x] + dodge, line["f1"], yerr=spread, label=label(method), linestyle="none",
+                            markersize=5, capsize=2, elinewidth=0.8, alpha=0.85, **style)  # fmt: skip
+        ax.set(xlabel=xlabel, ylabel="F1", ylim=(-0.02, 1.05), title=f"{app[training]}: {policy} attacks")
+        if log:
+            ax.set_xscale("log")
+    fig.suptitle(title, y=1.01)
+    fig.tight_layout()
+    _legend(fig, axes)
+    _save(fig, stem)
+    plt.close(fig)
+
+
 def figures(
     metrics_csv: Path,
     paths_csv: Path,
@@ -323,27 +366,7 @@ def figures(
     app = {t: runs.get(t, {}).get("app", t) for t in trainings}
 
     def draw(name: str, frame: pd.DataFrame, x: str, xlabel: str, title: str, log: bool, label: Any = str) -> None:
-        fig, axes = _grid(plt, len(POLICIES), max(len(trainings), 1))
-        for (row, policy), (column, training) in (
-            (rp, tc) for rp in enumerate(POLICIES) for tc in enumerate(trainings)
-        ):
-            ax = axes[row, column]
-            part = frame[(frame["training"] == training) & (frame["policy"] == policy)]
-            if part.empty:
-                _panel_note(ax, f"{training}: no {policy} attack was evaluated here\n(see the attack paths in the log)")
-                continue
-            for method, unsorted in part.groupby("method", sort=False):
-                line = unsorted.sort_values(x)
-                ax.plot(line[x], line["f1"], label=label(method), linewidth=1.4, markersize=5, **styles[method])
-                ax.fill_between(line[x], line["f1_low"], line["f1_high"], color=styles[method]["color"], alpha=0.12)
-            ax.set(xlabel=xlabel, ylabel="F1", ylim=(-0.02, 1.05), title=f"{app[training]}: {policy} attacks")
-            if log:
-                ax.set_xscale("log")
-        fig.suptitle(title, y=1.01)
-        fig.tight_layout()
-        _legend(fig, axes)
-        _save(fig, out / name)
-        plt.close(fig)
+        _f1_figure(plt, _Panels(frame, trainings, app, styles), x, xlabel, title, log, label, out / name)
 
     for name in names:
         if name == "f1_vs_rate":
@@ -355,7 +378,7 @@ def figures(
             what, axis = (("load ratio", " (evaluation users / training users)") if name == "f1_vs_load"
                           else ("distance between request mixes", " (Euclidean)"))  # fmt: skip
             draw(name, per_run, "x", what + axis, f"F1 at {rate:g} MB/min vs {what}, per evaluation run "
-                 "(bands: 95 % bootstrap)", log=False)  # fmt: skip
+                 "(bars: 95 % bootstrap)", log=False)  # fmt: skip
         elif name == "f1_vs_granularity":
             variants = m[(m["run"] == ALL_RUNS) & m["method"].map(lambda n: split_method(n)[0] == "mimir")]
             draw(name, variants, "rate", "exfiltration rate (MB/min)",
@@ -478,7 +501,8 @@ def summary(metrics_csv: Path, markdown: bool = False) -> str:
         table = table.sort_index(axis=1, ascending=False)
         table.columns = [f"{rate:g} MB/min" for rate in table.columns]
         lacking = rows.loc[~rows["enough"].astype(str).eq("True"), "rate"]
-        size = f"{int(rows['runs'].max())} runs, {int(rows['seeds'].max())} injections each"
+        runs, seeds = int(rows["runs"].max()), int(rows["seeds"].max())
+        size = f"{runs} run{'s' * (runs != 1)}, {seeds} injection{'s' * (seeds != 1)} each"
         title = f"{training}, {POLICIES[policy]} attacks ({size})"
         if len(lacking):
             title += f"; too few intervals at {', '.join(f'{r:g}' for r in sorted(lacking.unique()))} MB/min"
