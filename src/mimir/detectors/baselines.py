@@ -53,6 +53,8 @@ def _share_below(reference: np.ndarray, statistic: np.ndarray) -> np.ndarray:
 class _Baseline(Detector):
     """A statistic of the coarse service graph, learnt from the benign training intervals and turned into [0, 1]."""
 
+    learns_from: tuple[str, ...] = ("train",)  # the training run's splits whose benign intervals are learnt
+
     def __init__(self, seed: int = 0):
         self.seed = seed  # every method takes the experiment's seed; these statistics draw nothing at random
 
@@ -72,8 +74,6 @@ class _Baseline(Detector):
 
     def _threshold(self, training: list[Tables]) -> float:
         return validation_threshold(self._score, training)
-
-    learns_from: tuple[str, ...] = ("train",)  # the training run's splits whose benign intervals are learnt
 
     def fit(self, training: list[Tables]) -> Self:
         tables = [coarse(t)[1] for t in training]
