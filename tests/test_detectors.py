@@ -19,10 +19,10 @@ def test_best_f1_threshold_and_metrics() -> None:
     labels = np.array([0, 0, 1, 1, 0, 1])
     scores = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
     assert best_f1_threshold(labels, scores) == 0.35  # alerts on 0.35, 0.4, 0.8, 0.9: 3 TP, 1 FP
-    m = metrics(labels, scores, 0.5, np.array(["", "", "a", "a", "", "b"]))
-    assert (m["precision"], m["recall"]) == (1.0, 2 / 3)
+    m = metrics(labels, scores, 0.5)
+    assert (m["precision"], m["recall"], m["alert_rate"]) == (1.0, 2 / 3, 0.0)
     assert m["f1"] == pytest.approx(0.8) and m["oracle_f1"] == pytest.approx(6 / 7)
-    assert m["roc_auc"] == pytest.approx(8 / 9) and m["recall_by_path"] == {"a": 0.5, "b": 1.0}
+    assert m["roc_auc"] == pytest.approx(8 / 9)
 
 
 def test_the_best_f1_threshold_never_alerts_on_everything_while_another_detects_something() -> None:

@@ -1,11 +1,10 @@
 """Honest evaluation (docs/architecture.md#metrics): metrics at the frozen threshold, the alert rate on benign
 intervals, 95 % bootstrap intervals, and the prototype's "oracle" F1 (the best threshold on the evaluated labels),
-labelled as such, with ROC and PR AUC and recall per path."""
+labelled as such, with ROC and PR AUC."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mimir.detectors import best_f1_threshold
@@ -47,7 +46,7 @@ def bootstrap(
     return out
 
 
-def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, paths: np.ndarray | None = None) -> dict:
+def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
     """Everything one (model, evaluated intervals) is judged by: counts, precision, recall, F1 and the share of
     benign intervals that alert at the frozen threshold; the oracle F1 and the AUCs beside them."""
     labels = np.asarray(labels, dtype=int)
@@ -71,8 +70,4 @@ def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, paths: np.
         "roc_auc": float(roc_auc_score(labels, scores)) if both else float("nan"),
         "pr_auc": float(average_precision_score(labels, scores)) if both else float("nan"),
     }
-    if paths is not None:
-        frame = pd.DataFrame({"path": paths, "hit": alerts, "label": labels})
-        attacked = frame[(frame["label"] == 1) & (frame["path"] != "")]
-        out["recall_by_path"] = attacked.groupby("path")["hit"].mean().round(6).to_dict()
     return out
