@@ -25,13 +25,12 @@ import yaml
 
 from mimir.entities import DNS_SERVICE, INGRESS, OUTSIDE, POD, UNKNOWN, VIP
 from mimir.errors import UsageError
-from mimir.spec import FeatureSpec
+from mimir.spec import BURST_SECONDS, BURSTS, FeatureSpec
 
 PACKET_BYTES = 500
 ACK_BYTES = 40
 ABIDING, VIOLATING = "abiding", "violating"
 SHAPES = ("constant", "bursts", "mimicry")
-BURSTS, BURST_SECONDS = 4, 3  # a `bursts` attack sends its bytes in 4 bursts of 3 s
 WORLD = (INGRESS, OUTSIDE)
 
 AttackPath = tuple[str, ...]  # services, then `ingress` or `outside`
@@ -170,17 +169,7 @@ def no_abiding_reason(policy: Policy, sensitive: list[str], max_length: int) -> 
 def allowed_graph(edges: pd.DataFrame) -> nx.Graph:
     """Services that talk in benign traffic (either way), and `outside` beside every service that talks to the
     world (ingress or outside): the undirected view policy-violating paths are drawn from."""
-    return _undirected(edges[["src_service", "dst_service"]].drop_duplicates().itertuples(index=False, name=None))
-
-
-def _undirected(pairs: Iterable[tuple[str, str]]) -> nx.Graph:
-    g = nx.Graph()
-    world = {INGRESS: OUTSIDE}
-    for a, b in pairs:
-        u, v = world.get(a, a), world.get(b, b)
-        if u != v and UNKNOWN not in (u, v):
-            g.add_edge(u, v)
-    return g
+    return policy_graph(edges[["src_service", "dst_service"]].drop_duplicates().itertuples(index=False, name=None))
 
 
 def read_policy(path: Path) -> list[tuple[str, str]]:
@@ -197,8 +186,15 @@ def read_policy(path: Path) -> list[tuple[str, str]]:
 
 
 def policy_graph(pairs: Iterable[tuple[str, str]]) -> nx.Graph:
-    """A policy file's pairs as the undirected allowed graph (`ingress` counted as `outside`)."""
-    return _undirected(pairs)
+    """Service pairs (a policy file's, or benign traffic's) as the undirected allowed graph, `ingress` counted as
+    `outside`, self-pairs and `unknown` left out."""
+    g = nx.Graph()
+    world = {INGRESS: OUTSIDE}
+    for a, b in pairs:
+        u, v = world.get(a, a), world.get(b, b)
+        if u != v and UNKNOWN not in (u, v):
+            g.add_edge(u, v)
+    return g
 
 
 def attack_paths(allowed: nx.Graph, sensitive: list[str], max_length: int) -> list[AttackPath]:

@@ -500,7 +500,7 @@ def summary(metrics_csv: Path, markdown: bool = False) -> str:
         table = rows.assign(cell=rows.apply(_cell, axis=1)).pivot(index="method", columns="rate", values="cell")
         table = table.sort_index(axis=1, ascending=False)
         table.columns = [f"{rate:g} MB/min" for rate in table.columns]
-        lacking = rows.loc[~rows["enough"].astype(str).eq("True"), "rate"]
+        lacking = rows.loc[~rows["enough"].astype(bool), "rate"]  # read back as booleans
         runs, seeds = int(rows["runs"].max()), int(rows["seeds"].max())
         size = f"{runs} run{'s' * (runs != 1)}, {seeds} injection{'s' * (seeds != 1)} each"
         title = f"{training}, {POLICIES[policy]} attacks ({size})"

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from mimir.entities import DNS_SERVICE, INGRESS, OUTSIDE
 from mimir.errors import UsageError
 from mimir.loadmodel import DEFAULT_MIX, normalise_mix
 from mimir.network import SERVICE_NETWORK
@@ -55,6 +56,9 @@ def _seconds(value: Any, where: str, *, positive: bool) -> float:
     return seconds
 
 
+BURSTS, BURST_SECONDS = 4, 3  # a `bursts` exfiltration (window or injected attack): 4 bursts of 3 s
+
+
 @dataclass(frozen=True)
 class ExfilWindow:
     """A physical exfiltration written into a synthetic capture: `bytes_per_minute` along `path` for a window.
@@ -72,10 +76,7 @@ class ExfilWindow:
     shape: str = "constant"
 
     SHAPES = ("constant", "bursts")
-    BURSTS = 4  # a `bursts` window's bursts, of BURST_SECONDS each
-    BURST_SECONDS = 3.0
-    EXITS = ("outside", "ingress")  # the world: an address outside the cluster, or a client of the entry service
-    DNS = "kube-dns"  # a hop to it followed by `outside`: DNS tunnelling through the cluster's resolver
+    EXITS = (OUTSIDE, INGRESS)  # the world: an address outside the cluster, or a client of the entry service
 
     @classmethod
     def from_text(cls, text: str, app: App, where: str = "--exfil") -> ExfilWindow:
@@ -100,9 +101,9 @@ class ExfilWindow:
         shape = str(entry.get("shape", cls.shape)).strip()
         if shape not in cls.SHAPES:
             raise UsageError(f"{where}: shape: {shape!r} is not one of {', '.join(cls.SHAPES)}")
-        if shape == "bursts" and duration < cls.BURSTS * cls.BURST_SECONDS:
-            raise UsageError(f"{where}: shape bursts: {cls.BURSTS} bursts of {cls.BURST_SECONDS:g} s need a duration "
-                             f"of {cls.BURSTS * cls.BURST_SECONDS:g} s at least, not {duration:g}")  # fmt: skip
+        if shape == "bursts" and duration < BURSTS * BURST_SECONDS:
+            raise UsageError(f"{where}: shape bursts: {BURSTS} bursts of {BURST_SECONDS:g} s need a duration "
+                             f"of {BURSTS * BURST_SECONDS:g} s at least, not {duration:g}")  # fmt: skip
         return cls(path, parse_rate(entry["rate"], f"{where}: rate"), start, duration, shape)
 
     @classmethod
@@ -110,7 +111,7 @@ class ExfilWindow:
         """Services of the app, then `outside`; `kube-dns` only just before `outside`; `ingress` only after the entry
         (a client reaches nothing else)."""
         services = list(path[:-1])
-        if len(path) >= 3 and path[-2] == cls.DNS and path[-1] == "outside":
+        if len(path) >= 3 and path[-2] == DNS_SERVICE and path[-1] == "outside":
             services.pop()
         bad = (
             len(services) < 1
@@ -120,8 +121,8 @@ class ExfilWindow:
         )
         if bad:
             raise UsageError(
-                f"{where}: the path lists services of {app.name} and ends with 'outside' (or '{cls.DNS}, outside'), "
-                f"or with its entry service {app.entry!r} and 'ingress', not {path}"
+                f"{where}: the path lists services of {app.name} and ends with 'outside' "
+                f"(or '{DNS_SERVICE}, outside'), or with its entry service {app.entry!r} and 'ingress', not {path}"
             )
 
 

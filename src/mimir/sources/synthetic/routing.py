@@ -22,10 +22,11 @@ import numpy as np
 
 from mimir import network
 from mimir.apps import ConnectionPolicy
+from mimir.entities import DNS_SERVICE
 from mimir.network import EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_OPEN, MODE_REFUSED, MODE_STREAM, MODE_TCP, MODE_UDP
 from mimir.sources.synthetic.pods import SCALE_WINDOW
-from mimir.spec import ExfilWindow
+from mimir.spec import BURST_SECONDS, BURSTS, ExfilWindow
 
 if TYPE_CHECKING:
     from mimir.sources.synthetic.sessions import Visits
@@ -541,7 +542,7 @@ def add_exfiltration(sim: Simulation) -> None:
         w = min(int(ex.start // SCALE_WINDOW), sim.windows - 1)
         pods, names = [], []
         for s in ex.path[:-1]:
-            if s == ExfilWindow.DNS:  # CoreDNS pods, query by query: the tunnel names them
+            if s == DNS_SERVICE:  # CoreDNS pods, query by query: the tunnel names them
                 pods.append(-1)
                 names.append("")
                 continue
@@ -553,11 +554,11 @@ def add_exfiltration(sim: Simulation) -> None:
         total = ex.bytes_per_minute * ex.duration / 60
         chunk = np.rint(np.full(n, total / max(n, 1))).astype(np.int64)
         for hop, (a, b) in enumerate(zip(ex.path[:-1], ex.path[1:], strict=True)):
-            if a == ExfilWindow.DNS:  # kube-dns → outside: forwarded with the hop before
+            if a == DNS_SERVICE:  # kube-dns → outside: forwarded with the hop before
                 continue
             t = ticks + 0.01 * hop + rng.uniform(0, 0.001, n)
             src = np.full(n, ip[pods[hop]])
-            if b == ExfilWindow.DNS:
+            if b == DNS_SERVICE:
                 resolvers = _tunnel(sim, t, span, int(ip[pods[hop]]), chunk)
                 names[hop + 1] = ",".join(sorted({sim.pods.name[p] for p in resolvers}))
                 continue
@@ -606,7 +607,7 @@ def _exfil_ticks(sim: Simulation, ex: ExfilWindow) -> tuple[np.ndarray, np.ndarr
     if ex.shape == "constant":
         ticks, step = np.arange(ex.start, end, EXFIL_TICK), EXFIL_TICK
     else:
-        length, count = ExfilWindow.BURST_SECONDS, ExfilWindow.BURSTS
+        length, count = BURST_SECONDS, BURSTS
         slack = max(int(end - ex.start - count * length), 0)
         begin = ex.start + np.sort(sim.rng.integers(0, slack + 1, count)) + np.arange(count) * length
         ticks, step = (begin[:, None] + np.arange(0, length, BURST_TICK)).ravel(), BURST_TICK
