@@ -6,19 +6,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-lock
 DEB_PACKAGES := tshark tcpdump iproute2 gzip python3-venv
+# the testbed (`mimir testbed`): the web tier first, so that WordPress's web-server dependency is nginx, not apache2
+TESTBED_WEB := nginx-light php8.2-fpm
+TESTBED_PACKAGES := nftables curl socat rsync mariadb-server mariadb-client galera-4 mariadb-backup redis-server \
+	php8.2-cli php8.2-mysql php8.2-redis wordpress wordpress-theme-twentytwentythree dnsmasq-base
 
-.PHONY: setup debian venv run test lint lock envs bench clean clean-results
+.PHONY: setup debian install-debian venv run test lint lock envs bench clean clean-results
 
 setup: debian venv
 
 debian:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+	@$(MAKE) --no-print-directory install-debian PACKAGES="$(DEB_PACKAGES)"
+	@$(MAKE) --no-print-directory install-debian PACKAGES="$(TESTBED_WEB)"
+	@$(MAKE) --no-print-directory install-debian PACKAGES="$(TESTBED_PACKAGES)"
+
+# Install what of PACKAGES is missing. Packages must not start their daemons on the host (the testbed starts its
+# own, in network namespaces): a policy-rc.d says so for the time of the install, unless the machine has one.
+install-debian:
+	@missing=$$(for p in $(PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:" $$missing; \
+	    own_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1; fi; \
 	    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	    status=$$?; if [ -n "$$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$status; \
 	fi
 
 venv: $(STAMP)
@@ -37,7 +51,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -n auto
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 lint: venv
 	$(BIN)/ruff check .

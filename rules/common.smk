@@ -25,6 +25,7 @@ RUNS = config["runs"]
 SYNTHETIC = [name for name, run in RUNS.items() if run["source"] == "synthetic"]
 IMPORTED = [name for name, run in RUNS.items() if run["source"] == "import"]
 COLLECTED = [name for name, run in RUNS.items() if run["source"] == "cluster"]
+TESTBED = [name for name, run in RUNS.items() if run["source"] == "testbed"]
 # a rate's name in file names → its configured value (a float, as validation made it)
 RATES = {rate_name(rate): rate for rate in config["features"]["rates"]}
 GRANULARITIES = config["features"]["granularities"]
@@ -134,7 +135,7 @@ def run_settings(wildcards):
 
 
 def app_file(wildcards):
-    """The application file a generated or collected run is built from: editing it remakes the run."""
+    """The application file a generated, collected or testbed run is built from: editing it remakes the run."""
     return str(find_app(RUNS[wildcards.run]["app"]))
 
 

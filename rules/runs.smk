@@ -1,4 +1,5 @@
-"""Run bundles (data/runs/{run}): generated, collected on a Kubernetes cluster, or imported from the prototype."""
+"""Run bundles (data/runs/{run}): generated, collected on a Kubernetes cluster, made on the testbed, or imported
+from the prototype."""
 
 
 rule synth:
@@ -55,3 +56,25 @@ rule collect:
         seed=config["seed"],
     script:
         "../scripts/collect.py"
+
+
+rule testbed:
+    input:
+        app=app_file,
+    output:
+        directory("data/runs/{run}"),
+    log:
+        "logs/testbed/{run}.log",
+    wildcard_constraints:
+        run=one_of(TESTBED),
+    conda:
+        "../envs/mimir.yaml"
+    resources:
+        testbed=1,
+    params:
+        settings=run_settings,
+        defaults=config["defaults"],
+        testbed=config["testbed"],
+        seed=config["seed"],
+    script:
+        "../scripts/testbed.py"

@@ -19,12 +19,14 @@ from mimir.spec import (
     DEFAULT_BIN_SECONDS,
     ClusterSpec,
     ExfilWindow,
+    Fault,
     FeatureSpec,
     RunSpec,
+    TestbedSpec,
     rate_name,
     split_method,
 )
-from mimir.workflow import validate_config
+from mimir.workflow import run_spec, spec_on_testbed, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schemas" / "config.schema.yaml"
@@ -51,12 +53,21 @@ def test_the_schema_repeats_the_specs_defaults() -> None:
     assert schema_defaults("ingest") == {"bin": DEFAULT_BIN_SECONDS}
     assert schema_defaults("models")["methods"] == list(METHODS)
     assert schema_defaults("figures")["rate"] in features.rates
-    exfil = PROPERTIES["runs"]["additionalProperties"]["properties"]["exfil"]["items"]["properties"]
-    assert exfil["duration"]["default"] == ExfilWindow.duration
+    run = PROPERTIES["runs"]["additionalProperties"]["properties"]
+    assert run["exfil"]["items"]["properties"]["duration"]["default"] == ExfilWindow.duration
+    assert run["faults"]["items"]["properties"]["down"]["default"] == Fault.down
+    assert run["faults"]["items"]["properties"]["target"]["enum"] == list(Fault.TARGETS)
+    testbed = schema_defaults("testbed")
+    assert testbed == {f.name: getattr(TestbedSpec(), f.name) for f in fields(TestbedSpec) if f.name != "faults"}
 
 
 def test_every_schema_key_of_the_cluster_is_a_field_of_the_spec() -> None:
     assert set(PROPERTIES["cluster"]["properties"]) <= {f.name for f in fields(ClusterSpec)}
+
+
+def test_the_testbed_section_is_the_spec_but_its_faults() -> None:
+    """Faults belong to a run (`runs.NAME.faults`), every other field of the spec to the `testbed` section."""
+    assert set(PROPERTIES["testbed"]["properties"]) == {f.name for f in fields(TestbedSpec)} - {"faults"}
 
 
 def test_the_command_line_takes_its_defaults_from_the_spec(tmp_path: Path) -> None:
@@ -92,6 +103,58 @@ def test_an_exfiltration_window_reads_the_same_from_the_command_line_and_from_ya
     assert text == mapping == ExfilWindow(("user-db", "user", "front-end", "outside"), 100e3, 1200.0, 120.0)
     short = ExfilWindow.from_mapping({"path": ["user", "outside"], "rate": "1MB/s", "start": 0}, app, "w")
     assert short.bytes_per_minute == 60e6 and short.duration == ExfilWindow.duration
+
+
+def test_a_fault_reads_the_same_from_the_command_line_and_from_yaml() -> None:
+    text = Fault.from_text("target=database;at=300;down=45")
+    assert text == Fault.from_mapping({"target": "database", "at": 300, "down": 45}, "runs.x.faults[0]")
+    assert text == Fault("database", 300.0, 45.0)
+    assert Fault.from_text("target=wordpress;at=0").down == Fault.down
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("target=cache;at=30", "--fault 'target=cache;at=30': target: 'cache' is not one of database, wordpress"),
+        ("target=database", "use target=database|wordpress;at=S[;down=S]"),
+        ("target=database;at=30;colour=red", "use target="),
+        ("target=database;at=-1", "at: '-1' must be a non-negative number of seconds"),
+        ("target=database;at=30;down=0", "down: '0' must be a positive number of seconds"),
+        ("target=database;at=soon", "at: 'soon' is not a number of seconds"),
+    ],
+)
+def test_a_bad_fault_on_the_command_line_says_what_is_wrong(text: str, words: str) -> None:
+    with pytest.raises(UsageError) as error:
+        Fault.from_text(text)
+    assert words in str(error.value)
+
+
+def test_a_bad_fault_in_the_config_names_its_place() -> None:
+    with pytest.raises(UsageError, match=r"^runs\.x\.faults\[2\]: down: "):
+        Fault.from_mapping({"target": "wordpress", "at": 10, "down": -5}, "runs.x.faults[2]")
+    with pytest.raises(UsageError, match=r"^runs\.x\.faults\[0\]: at: None"):
+        Fault.from_mapping({"target": "wordpress"}, "runs.x.faults[0]")
+
+
+def test_the_testbed_section_refuses_a_maximum_below_the_minimum() -> None:
+    with pytest.raises(UsageError, match=r"^testbed\.max_wordpress_pods: 2 is below wordpress_pods 3"):
+        TestbedSpec.from_config({"wordpress_pods": 3, "max_wordpress_pods": 2})
+    assert TestbedSpec.from_config({}) == TestbedSpec()
+
+
+def test_the_testbed_experiment_builds_its_runs_as_the_testbed_will() -> None:
+    """config/testbed.yaml as the rule builds it: the section's settings with each run's own faults."""
+    config = validate_config(yaml.safe_load((REPO / "config" / "testbed.yaml").read_text()), SCHEMA)
+    built = {}
+    on_testbed = {name: run for name, run in config["runs"].items() if run["source"] == "testbed"}
+    for name, settings in on_testbed.items():
+        spec = run_spec(name, settings, config["defaults"], config["seed"])
+        built[name] = (spec, spec_on_testbed(name, settings, config["testbed"], spec))
+    assert {name: spec.app.name for name, (spec, _) in built.items()} == dict.fromkeys(on_testbed, "wordpress")
+    assert len({spec.seed for spec, _ in built.values()}) == len(built)
+    assert [len(spec.exfil) for spec, _ in built.values()] == [0, 2, 1]
+    assert built["testbed-eval-2"][1].faults == (Fault("database", 450.0, 60.0),)
+    assert built["testbed-eval-1"][1] == TestbedSpec.from_config(config["testbed"])
 
 
 def test_a_run_from_the_config_is_the_run_the_command_line_builds() -> None:

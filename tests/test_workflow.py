@@ -142,6 +142,9 @@ def test_lint_and_format() -> None:
     assert fmt.returncode == 0, fmt.stderr
 
 
+TESTBED_RUN = {"source": "testbed", "app": "wordpress", "users": 3}  # SMALL's duration: 240 s
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -168,6 +171,25 @@ def test_lint_and_format() -> None:
         ({"realism": {"wp": {"reference": "slice.txt", "candidate": "nope"}}}, "realism.wp.candidate: 'nope'"),
         ({"realism": {"wp": {"reference": "slice.txt", "candidate": "small-wp", "colour": 1}}}, "colour"),
         ({"realism": {"wp": {"reference": [], "candidate": "small-wp"}}}, "realism.wp.reference"),
+        ({"runs": {"x": {**TESTBED_RUN, "app": "sockshop"}}}, "runs.x.app: 'sockshop': the testbed runs WordPress"),
+        ({"runs": {"x": {**TESTBED_RUN, "faults": [{"target": "cache", "at": 60}]}}}, "runs.x.faults.0.target"),
+        ({"runs": {"x": {**TESTBED_RUN, "faults": [{"target": "database", "at": 240}]}}}, "runs.x.faults[0].at"),
+        (
+            {"runs": {"x": {"app": "wordpress", "users": 3, "faults": [{"target": "database", "at": 60}]}}},
+            "runs.x.faults: pods are only killed on the testbed",
+        ),
+        (
+            {
+                "runs": {
+                    "x": {
+                        **TESTBED_RUN,
+                        "exfil": [{"path": ["my-release-pxc", "memcached", "outside"], "rate": "1MB/min", "start": 0}],
+                    }
+                }
+            },
+            "runs.x.exfil[0]",
+        ),
+        ({"runs": {"x": TESTBED_RUN}, "testbed": {"wordpress_pods": 5}}, "testbed.max_wordpress_pods"),
     ],
 )
 def test_a_bad_config_names_the_key(tmp_path: Path, change: dict, words: str) -> None:
@@ -190,6 +212,23 @@ def test_cluster_runs_are_collected_unless_already_there(tmp_path: Path) -> None
     (tmp_path / "collected" / "data" / "runs" / "c-train").mkdir(parents=True)  # collected by hand before
     jobs = planned(tmp_path / "collected", config)
     assert ("collect", "c-eval") in jobs and ("collect", "c-train") not in jobs
+
+
+def test_the_testbed_experiment_plans_a_testbed_job_per_run(tmp_path: Path) -> None:
+    """config/testbed.yaml plans every testbed run on the testbed, one at a time, and the whole chain after it; a
+    dry run makes nothing."""
+    experiment = REPO / "config" / "testbed.yaml"
+    config = yaml.safe_load(experiment.read_text())
+    done = run_snakemake(tmp_path, "--configfile", str(experiment), "--dry-run")
+    jobs = jobs_of(done.stdout)
+    on_testbed = {name for name, run in config["runs"].items() if run.get("source") == "testbed"}
+    expected = expected_jobs(config)
+    expected["testbed"] = len(on_testbed)
+    expected["synth"] -= len(on_testbed)  # the synthetic twin the realism comparison reads is generated
+    assert Counter(rule for rule, _ in jobs) == expected
+    assert {run for rule, run in jobs if rule == "testbed"} == on_testbed and len(on_testbed) == 3
+    assert len(re.findall(r"resources: .*\btestbed=1\b", done.stdout)) == len(on_testbed)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
 
 
 @pytest.fixture(scope="module")

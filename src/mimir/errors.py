@@ -15,7 +15,7 @@ EXIT_BAD_INPUT = 3  # an input file is not what it must be (not a capture, empty
 EXIT_UNSUPPORTED = 4  # a well-formed capture that mimir cannot decode (link type, timestamp resolution)
 EXIT_IO = 5  # a file cannot be read or written (missing, permissions, disk full)
 EXIT_PROVISION = 6  # an Ansible play failed on a host (the message names the host and the task)
-EXIT_CLUSTER = 7  # the Kubernetes cluster refused or failed a step of a collection (the run is marked incomplete)
+EXIT_CLUSTER = 7  # the Kubernetes cluster or the testbed failed a step of a collection (the run is marked incomplete)
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM after cleaning up (the run is marked incomplete)
 
 EXIT_CODES = {
@@ -26,7 +26,7 @@ EXIT_CODES = {
     EXIT_UNSUPPORTED: "unsupported capture content, such as an unsupported link type",
     EXIT_IO: "a file could not be read or written",
     EXIT_PROVISION: "provisioning failed on a host (the message names the host and the task)",
-    EXIT_CLUSTER: "the cluster failed a collection step (the run is left marked incomplete)",
+    EXIT_CLUSTER: "the cluster or the testbed failed a collection step (the run is left marked incomplete)",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C or SIGTERM, after cleaning up",
 }
 
@@ -127,6 +127,13 @@ class ApiStatusError(ClusterError):
     def __init__(self, status: int, reason: str, message: str) -> None:
         self.status, self.reason = status, reason
         super().__init__(message)
+
+
+class TestbedError(MimirError):
+    """The testbed (network namespaces, its daemons) failed a step: the message names the step and the daemon."""
+
+    __test__ = False  # not a pytest class, whatever its name
+    exit_code = EXIT_CLUSTER
 
 
 class Interrupted(MimirError):

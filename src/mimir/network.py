@@ -19,6 +19,7 @@ API_PORT = 8443  # minikube's API server port on the node, behind the `kubernete
 LOOPBACK = "127.0.0.1"  # the node's loopback: the API server talks to etcd there
 LOAD_GENERATOR_IP = "192.168.49.1"  # the host side of that network, where Locust runs
 EXFIL_DESTINATION = "203.0.113.66"  # TEST-NET-3: the world, as the attacker's server
+ATTACKER_CLIENT = "203.0.113.77"  # the world, as the attacker's web client pulling data through the front door
 EPHEMERAL_PORTS = (32768, 61000)  # Linux's ip_local_port_range, as [low, high): the client ports of connections
 
 

@@ -130,8 +130,9 @@ class ExfilWindow:
 class RunSpec:
     """One run of an application under load, whatever makes it (the synthetic source or a cluster).
 
-    `mix` holds the request mix normalised over the application's behaviours; `start` and `exfil` only apply to
-    synthetic runs (a cluster's clock is its own, and physical exfiltration is only generated).
+    `mix` holds the request mix normalised over the application's behaviours; `start` only applies to synthetic
+    runs (a cluster's clock is its own), `exfil` to synthetic and testbed runs (written into the capture, or sent
+    by real processes).
     """
 
     app: App
@@ -198,6 +199,70 @@ class ClusterSpec:
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A pod killed `at` seconds after the load began and restarted `down` seconds later (`mimir testbed`):
+    `target` is `database` (a Galera member, which rejoins by state transfer) or `wordpress` (one web pod)."""
+
+    target: str
+    at: float
+    down: float = 30.0
+
+    TARGETS = ("database", "wordpress")
+
+    @classmethod
+    def from_mapping(cls, entry: Mapping[str, Any], where: str) -> Fault:
+        target = str(entry.get("target", ""))
+        if target not in cls.TARGETS:
+            raise UsageError(f"{where}: target: {target!r} is not one of {', '.join(cls.TARGETS)}")
+        at = _seconds(entry.get("at"), f"{where}: at", positive=False)
+        return cls(target, at, _seconds(entry.get("down", cls.down), f"{where}: down", positive=True))
+
+    @classmethod
+    def from_text(cls, text: str, where: str = "--fault") -> Fault:
+        """The command line's form: `target=database;at=300;down=30`."""
+        fields = dict(part.split("=", 1) for part in text.split(";") if "=" in part)
+        if set(fields) - {"target", "at", "down"} or not {"target", "at"} <= set(fields):
+            raise UsageError(f"{where} {text!r}: use target={'|'.join(cls.TARGETS)};at=S[;down=S]")
+        return cls.from_mapping(fields, f"{where} {text!r}")
+
+
+@dataclass(frozen=True)
+class TestbedSpec:
+    """How a run is made on the testbed (`mimir testbed run`, or `source: testbed` in the workflow): WordPress pods
+    between `wordpress_pods` and `max_wordpress_pods`, scaled every `scale_period` seconds towards `cpu_per_pod`
+    of a core (php-fpm and nginx) each, as a CPU autoscaler does; the site populated with `posts`, `pages` and
+    `accounts`. Faults are a run's own: the workflow adds each run's to the section's settings."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    wordpress_pods: int = 2
+    max_wordpress_pods: int = 4
+    cpu_per_pod: float = 0.05
+    scale_period: float = 15.0
+    posts: int = 300
+    pages: int = 20
+    accounts: int = 40
+    spawn_rate: float = 10.0
+    buffer_kib: int = 32768
+    ready_timeout: float = 240.0
+    faults: tuple[Fault, ...] = ()
+
+    @classmethod
+    def from_config(cls, testbed: Mapping[str, Any]) -> TestbedSpec:
+        """The workflow's `testbed` section (already checked against the schema)."""
+        values = dict(testbed)
+        values["faults"] = tuple(
+            Fault.from_mapping(f, f"testbed.faults[{i}]") for i, f in enumerate(values.get("faults", []))
+        )
+        spec = cls(**values)
+        if spec.max_wordpress_pods < spec.wordpress_pods:
+            raise UsageError(
+                f"testbed.max_wordpress_pods: {spec.max_wordpress_pods} is below wordpress_pods {spec.wordpress_pods}"
+            )
+        return spec
 
 
 # a training run: fit on the first half, thresholds on the second (evaluation runs are all `test`)

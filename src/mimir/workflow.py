@@ -8,6 +8,7 @@ the rule did not declare.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Mapping
@@ -18,7 +19,16 @@ import jsonschema
 import yaml
 
 from mimir.errors import ConfigError, MimirError
-from mimir.spec import ClusterSpec, FeatureSpec, RunSpec, check_granularities, rate_name, split_method
+from mimir.spec import (
+    ClusterSpec,
+    Fault,
+    FeatureSpec,
+    RunSpec,
+    TestbedSpec,
+    check_granularities,
+    rate_name,
+    split_method,
+)
 
 
 def _defaults(schema: dict[str, Any], value: Any) -> None:
@@ -63,17 +73,25 @@ def validate_config(config: dict[str, Any], schema_path: Path, source: str = "co
 
 
 def _check_runs(config: dict[str, Any]) -> None:
-    """Training references, and every generated or collected run built once as it will be (apps, mixes, exfil)."""
+    """Training references, and every generated, collected or testbed run built once as it will be (apps, mixes,
+    exfil, faults)."""
     runs = config["runs"]
     for name, run in runs.items():
         training = run.get("training")
         if training is not None and (training not in runs or runs[training]["role"] != "train"):
             raise ConfigError(f"runs.{name}.training: {training!r} is not a training run of this config")
+        if run.get("faults") and run["source"] != "testbed":
+            raise ConfigError(f"runs.{name}.faults: pods are only killed on the testbed (source: testbed)")
         if run["source"] == "import":
             continue
         if run["source"] == "cluster" and run.get("exfil"):
-            raise ConfigError(f"runs.{name}.exfil: physical exfiltration is only generated (source: synthetic)")
-        run_spec(name, run, config["defaults"], config["seed"])
+            raise ConfigError(
+                f"runs.{name}.exfil: physical exfiltration is only generated or sent on the testbed "
+                "(source: synthetic or testbed)"
+            )
+        spec = run_spec(name, run, config["defaults"], config["seed"])
+        if run["source"] == "testbed":
+            spec_on_testbed(name, run, config["testbed"], spec)
 
 
 def _check_features(config: dict[str, Any]) -> None:
@@ -149,6 +167,29 @@ def collect_run(name: str, params: Mapping[str, Any], out: Path) -> None:
     run = collect(
         CollectConfig(spec, ClusterSpec.from_config(params["cluster"]), out), progress=progress_printer(sys.stdout)
     )
+    print(f"{out}: {run['status']}, {run.get('capture', {}).get('packets')} packets captured")
+
+
+def spec_on_testbed(name: str, settings: Mapping[str, Any], testbed: Mapping[str, Any], run: RunSpec) -> TestbedSpec:
+    """The config's `testbed` section with the faults of `runs.NAME`; the testbed deploys WordPress only, and a fault
+    after the load's end would never happen."""
+    if run.app.name != "wordpress":
+        raise ConfigError(f"runs.{name}.app: {settings['app']!r}: the testbed runs WordPress only (app: wordpress)")
+    faults = tuple(Fault.from_mapping(f, f"runs.{name}.faults[{i}]") for i, f in enumerate(settings.get("faults", [])))
+    for i, fault in enumerate(faults):
+        if fault.at >= run.duration:
+            raise ConfigError(f"runs.{name}.faults[{i}].at: {fault.at:g} s is not within the run's {run.duration:g} s")
+    return dataclasses.replace(TestbedSpec.from_config(testbed), faults=faults)
+
+
+def testbed_run(name: str, params: Mapping[str, Any], out: Path) -> None:
+    """Rule testbed: params `settings`, `defaults`, `testbed` and `seed`; progress lines go to the rule's log."""
+    from mimir.sources.cluster.collect import progress_printer
+    from mimir.sources.testbed.run import TestbedConfig, run_testbed
+
+    spec = run_spec(name, params["settings"], params["defaults"], params["seed"])
+    testbed = spec_on_testbed(name, params["settings"], params["testbed"], spec)
+    run = run_testbed(TestbedConfig(spec, testbed, out), progress=progress_printer(sys.stdout))
     print(f"{out}: {run['status']}, {run.get('capture', {}).get('packets')} packets captured")
 
 

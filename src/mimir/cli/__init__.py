@@ -1,8 +1,9 @@
 """The `mimir` command line: one subcommand per stage, errors as messages and documented exit codes.
 
 Each subcommand lives with its kin (`stages`: ingest, edges, features; `sources`: synth, collect, import-legacy;
-`hosts`: provision) as one function that declares its options and one that runs it. Option defaults come from the
-run specification (`mimir.spec`), the same place the workflow's config takes them from.
+`testbed`: testbed up, run, down; `hosts`: provision) as one function that declares its options and one that
+runs it. Option defaults come from the run specification (`mimir.spec`), the same place the workflow's config
+takes them from.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import traceback
 
 from mimir import __version__
-from mimir.cli import hosts, realism, sources, stages
+from mimir.cli import hosts, realism, sources, stages, testbed
 from mimir.cli.options import EXIT_CODE_TEXT
 from mimir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, MimirError
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_import_legacy(commands)
     stages.add_features(commands)
     sources.add_collect(commands)
+    testbed.add_testbed(commands)
     hosts.add_provision(commands)
     realism.add_realism(commands)
     return parser

@@ -61,12 +61,12 @@ class CollectConfig:
         return self.cluster.locustfile or LOCUSTFILES / f"{self.run.app.name.replace('-', '_')}.py"
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """Raised in the main thread by the first Ctrl-C or SIGTERM."""
 
 
 @dataclass
-class _StopSwitch:
+class StopSwitch:
     """Set by the first SIGINT/SIGTERM. While `unwind` is true the signal also raises, to leave a blocking API call;
     while the load runs it only sets `event`, and the load stops Locust itself so its statistics are written."""
 
@@ -75,13 +75,13 @@ class _StopSwitch:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(switch: _StopSwitch) -> Iterator[None]:
+def stop_on_signals(switch: StopSwitch) -> Iterator[None]:
     def handle(signum: int, _frame: Any) -> None:
         if switch.event.is_set():
             return
         switch.event.set()
         if switch.unwind:
-            raise _Stopped(signal.Signals(signum).name)
+            raise Stopped(signal.Signals(signum).name)
 
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -211,7 +211,7 @@ class _Collection:
     api: Any
     record: RunRecord
     progress: Callable[[str], None] | None
-    switch: _StopSwitch = field(default_factory=_StopSwitch)
+    switch: StopSwitch = field(default_factory=StopSwitch)
     refs: list[objects.ObjectRef] = field(default_factory=list)
     watch: watcher.EntityWatcher | None = None
     capture: capture.NodeCapture | None = None
@@ -272,11 +272,11 @@ def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -
     _prepare_output(cfg.out)
     run = _Collection(cfg, api, RunRecord(cfg.out, _run_info(cfg)), progress)
     try:
-        with _stop_on_signals(run.switch):
+        with stop_on_signals(run.switch):
             target, params = _deploy(run, app_manifests)
             _start_recording(run, netns)
             _load(run, target, params)
-    except _Stopped as e:
+    except Stopped as e:
         _finish(run, f"interrupted ({e})")
         raise Interrupted(f"{cfg.out}: collection interrupted ({e}); the run is marked incomplete") from None
     except MimirError as e:
@@ -368,7 +368,7 @@ def _load(run: _Collection, target: str, params: dict[str, str]) -> None:
     run.switch.unwind = True
     record.update(start=result.start, end=result.end, load={**record.info["load"], **result.to_json()})
     if stop.is_set():
-        raise _Stopped("a signal stopped the load")
+        raise Stopped("a signal stopped the load")
 
 
 def _populate(run: _Collection, target: str, populate_objects: list[dict[str, Any]]) -> dict[str, str]:

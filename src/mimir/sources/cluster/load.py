@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,7 @@ def locust_executable() -> Path:
     raise ClusterError(f"no locust executable next to {sys.executable} or on PATH: install mimir's dependencies")
 
 
-def run_locust(
+def run_locust(  # noqa: PLR0913 - the plan, where, and how the process is stopped and wrapped
     locustfile: Path,
     host: str,
     plan: LoadPlan,
@@ -169,12 +169,14 @@ def run_locust(
     *,
     stop_timeout: float = 10,
     grace: float | None = None,
+    wrapper: Sequence[str] = (),
 ) -> LoadResult:
     """Play the plan with one Locust process against `host`; its statistics and log land in `folder`.
 
     The shape ends Locust when the curve runs out. Setting `stop` (a signal, an error elsewhere) sends SIGINT so
     Locust still writes its statistics. Locust ignores --run-time when a shape drives it, so the deadline
     (duration + `grace`, by default the time to spawn every user plus a margin) is enforced here the same way.
+    `wrapper` prefixes the command (the testbed runs Locust with `ip netns exec` in its load generator namespace).
     """
     if not locustfile.is_file():
         raise UsageError(f"{locustfile}: no such locustfile")
@@ -184,6 +186,7 @@ def run_locust(
         Path(plan.events).unlink(missing_ok=True)
     prefix = folder / CSV_PREFIX
     command = [
+        *wrapper,
         str(locust_executable()),
         "-f",
         str(locustfile),
