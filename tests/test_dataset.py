@@ -12,6 +12,7 @@ from conftest import run_mimir
 
 from mimir.attacks import (
     ABIDING,
+    PHYSICAL,
     SHAPES,
     VIOLATING,
     InjectionConfig,
@@ -116,7 +117,7 @@ def test_labels_paths_and_splits(results: Path) -> None:
     assert (physical["label"] == 1).all() and len(physical) == 6 * SEEDS  # the run's own window, in every injection
     window = physical[physical["attack"] < 0]
     assert (window["path"] == "user-db>user>front-end>outside").all() and len(window)
-    assert (window["policy"] == VIOLATING).all() and (window["shape"] == "constant").all()
+    assert (window["policy"] == PHYSICAL).all() and (window["shape"] == "constant").all()  # judged apart
     quiet = table[table["label"] == 0]
     assert (quiet[["path", "policy", "shape"]] == "").all().all() and (quiet["attack"] == -1).all()
     assert table["split"].value_counts(normalize=True).round(2).to_dict() == {"train": 0.5, "validation": 0.5}

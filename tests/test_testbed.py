@@ -206,12 +206,16 @@ def test_physical_exfiltration_appears_in_the_capture_with_the_declared_bytes_an
 def test_the_exfiltration_windows_label_the_intervals(bundle: Path, tmp_path: Path) -> None:
     run_mimir("ingest", *_captures(bundle), "-o", tmp_path / "flows.parquet", check=True)
     run_mimir("edges", tmp_path / "flows.parquet", bundle, "-o", tmp_path / "edges.parquet", check=True)
-    run_mimir("features", tmp_path / "edges.parquet", bundle, "-o", tmp_path / "f", "--tg", "10", "--rates", "0.01",
-              "--seeds", "1", "--attacked-share", "0.01", check=True)  # fmt: skip
+    done = run_mimir("features", tmp_path / "edges.parquet", bundle, "-o", tmp_path / "f", "--tg", "10", "--rates",
+                     "0.01", "--seeds", "1", "--attacked-share", "0.01", check=True)  # fmt: skip
     table = pd.read_parquet(tmp_path / "f" / "features" / "10s" / "0.01.parquet")
     for window in _run(bundle)["exfiltration"]:
         inside = table[(table["start"] < window["end"]) & (table["start"] + 10 > window["start"])]
-        assert (inside["label"] == 1).all() and ">".join(window["path"]) in set(inside["path"])
+        assert (inside["label"] == 1).all()
+        own = inside[inside["path"] == ">".join(window["path"])]
+        assert len(own) and (own["policy"] == "physical").all()  # judged as their own class
+    # the front door and the DNS tunnel ride benign calls and exits: as injected attacks they would abide
+    assert done.stdout.count("(as an injected attack: abiding)") == 2
 
 
 def _wait_for_status(out: Path, status: str, timeout: float) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from mimir.spec import BURST_SECONDS, BURSTS, FeatureSpec
 PACKET_BYTES = 500
 ACK_BYTES = 40
 ABIDING, VIOLATING = "abiding", "violating"
+PHYSICAL = "physical"  # the class of a run's own exfiltration windows (real packets, judged apart from injected ones)
 SHAPES = ("constant", "bursts", "mimicry")
 WORLD = (INGRESS, OUTSIDE)
 

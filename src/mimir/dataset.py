@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from mimir.attacks import (
     ABIDING,
+    PHYSICAL,
     VIOLATING,
     InjectionConfig,
     PathSet,
@@ -79,12 +80,11 @@ def _read(path: Path) -> pd.DataFrame:
         raise IOFailure(f"{path}: cannot read the table: {e}") from None
 
 
-def labels(
-    injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int, policy: Policy
-) -> pd.DataFrame:
+def labels(injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int) -> pd.DataFrame:
     """Per interval of one injection: injected bytes, label (injected bytes or a physical window overlapping), and
     the attack, path, policy class and shape of the earliest policy-violating attack in it, else of the earliest
-    attack, else of a physical window: an interval is policy-abiding only when all its injected traffic is."""
+    attack, else of a physical window (class `physical`, judged apart: the run's own exfiltration, whatever its
+    path): an interval is policy-abiding only when all its injected traffic is."""
     about = ["path", "policy", "shape"]
     out = pd.DataFrame({"injected_bytes": np.zeros(count), "attack": -1, **dict.fromkeys(about, "")})
     if not injected.empty:
@@ -107,7 +107,7 @@ def labels(
         overlap = (begin < w["end"]) & (begin + tg > w["start"])
         fresh = overlap & (out["attack"].to_numpy() < 0)
         path = tuple(w["path"])
-        out.loc[fresh, about] = [">".join(path), classify(path, policy), w.get("shape", "constant")]
+        out.loc[fresh, about] = [">".join(path), PHYSICAL, w.get("shape", "constant")]
         label |= overlap
     out["label"] = label.astype(np.int8)
     return out
@@ -215,6 +215,11 @@ def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed
     return {
         "run": inputs.run_dir.name,
         "paths": {"abiding": [">".join(p) for p in paths.abiding], "violating": [">".join(p) for p in paths.violating]},
+        # the run's own windows, labelled `physical`; the class their path would have as an injected attack
+        "physical": [
+            {"path": ">".join(w["path"]), "class": classify(tuple(w["path"]), policy)}
+            for w in run.get("exfiltration", [])
+        ],
         "notes": notes,
         "tables": [t for tables in done for t in tables],
     }
@@ -297,10 +302,10 @@ class _RateJob:
             _stacked(values, fresh, attacked, seeds)
             for values, fresh in zip([benign.features, benign.weights], changed, strict=True)
         ]
-        windows, policy = self.run.get("exfiltration", []), self.targets.policy
+        windows = self.run.get("exfiltration", [])
         slim = injected[["ts", "bytes", "attack", "path", "policy", "shape"]]
         meta = pd.concat(
-            [labels(slim[row_seeds == s], windows, start, tg, count, policy) for s in range(seeds)], ignore_index=True
+            [labels(slim[row_seeds == s], windows, start, tg, count) for s in range(seeds)], ignore_index=True
         )
         meta.insert(0, "interval", np.tile(np.arange(count), seeds))
         meta.insert(1, "start", start + meta["interval"].to_numpy() * tg)

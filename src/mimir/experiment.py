@@ -40,7 +40,8 @@ from mimir.io import atomic_path
 from mimir.loadmodel import BEHAVIOURS, DEFAULT_MIX
 from mimir.spec import split_method
 
-POLICIES = ("abiding", "violating")  # attack classes (docs/architecture.md#attack-paths), headline first
+POLICIES = ("abiding", "violating", "physical")  # attack classes (docs/architecture.md#attack-paths), headline first
+INJECTED = POLICIES[:2]  # the classes every figure shows; `physical` (a run's own windows) only where runs have them
 ALL_RUNS = "*"  # the `run` of a row pooled over every evaluation run of a training run
 
 
@@ -299,6 +300,11 @@ def _legend(fig: Any, axes: np.ndarray) -> None:
         fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 
 
+def _classes(present: pd.Series) -> list[str]:
+    """The rows of a figure: the injected classes always, the physical windows' class where a run has them."""
+    return [*INJECTED, *(c for c in POLICIES[2:] if (present == c).any())]
+
+
 class _Panels(NamedTuple):
     """What every F1 figure shares: its rows, the training runs, their applications and the methods' styles."""
 
@@ -313,8 +319,9 @@ def _f1_figure(plt: Any, panels: _Panels, x: str, xlabel: str, title: str, log: 
     bars for per-run settings (several runs may share a load ratio or a mix distance)."""
     frame, trainings, app, styles = panels
     shown = [t for t in trainings if (frame["training"] == t).any()] or trainings
-    fig, axes = _grid(plt, len(POLICIES), len(shown))
-    for (row, policy), (column, training) in ((rp, tc) for rp in enumerate(POLICIES) for tc in enumerate(shown)):
+    classes = _classes(frame["policy"])
+    fig, axes = _grid(plt, len(classes), len(shown))
+    for (row, policy), (column, training) in ((rp, tc) for rp in enumerate(classes) for tc in enumerate(shown)):
         ax = axes[row, column]
         part = frame[(frame["training"] == training) & (frame["policy"] == policy)]
         if part.empty:
@@ -453,13 +460,14 @@ def _roc_figure(
     """ROC curves per attack class and application at one rate, every evaluation run and injection pooled."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig, axes = _grid(plt, len(POLICIES), max(len(trainings), 1), height=4.4)
-    for e in evaluations:
-        if split_method(e.method)[1] is not None:
-            continue
+    chosen = [e for e in evaluations if split_method(e.method)[1] is None]
+    present = [pd.read_parquet(e.scores, columns=["policy"])["policy"] for e in chosen]
+    classes = _classes(pd.concat(present) if present else pd.Series(dtype=str))
+    fig, axes = _grid(plt, len(classes), max(len(trainings), 1), height=4.4)
+    for e in chosen:
         frame = pd.read_parquet(e.scores)
         frame = frame[np.isclose(frame["rate"], rate)]
-        for row, policy in enumerate(POLICIES):
+        for row, policy in enumerate(classes):
             part = frame[(frame["label"] == 0) | (frame["policy"] == policy)]
             if part["label"].nunique() < 2:
                 continue
@@ -468,7 +476,7 @@ def _roc_figure(
             style = styles.get(e.method, {})
             ax = axes[row, trainings.index(e.training)]
             ax.plot(fpr, tpr, label=f"{e.method} (AUC {auc:.2f})", markevery=0.1, markersize=4, linewidth=1.2, **style)
-    for (row, policy), (column, training) in ((rp, tc) for rp in enumerate(POLICIES) for tc in enumerate(trainings)):
+    for (row, policy), (column, training) in ((rp, tc) for rp in enumerate(classes) for tc in enumerate(trainings)):
         ax = axes[row, column]
         if not ax.lines:
             _panel_note(ax, f"{training}: no {policy} attack was evaluated here")

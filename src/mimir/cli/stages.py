@@ -245,5 +245,7 @@ def run_features(args: argparse.Namespace) -> None:
         f"{args.output}: {len(summary['tables'])} feature tables of {spec.seeds} injection(s) over "
         f"{len(paths['abiding'])} policy-abiding and {len(paths['violating'])} policy-violating attack paths"
     )
+    for window in summary["physical"]:
+        print(f"physical exfiltration {window['path']}: labelled physical (as an injected attack: {window['class']})")
     for note in summary["notes"]:
         print(f"note: {note}")

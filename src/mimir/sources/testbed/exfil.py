@@ -30,9 +30,9 @@ from mimir.sources.testbed.network import NODE_PORT, OUTSIDE_GATEWAY, Network, P
 from mimir.sources.testbed.processes import Daemon
 from mimir.sources.testbed.relay import EXFIL_PORT
 from mimir.sources.testbed.services import IMPLANT, RELAY_PORT
+from mimir.sources.testbed.testbed import DATABASE, REDIS, WORDPRESS
 from mimir.spec import BURST_SECONDS, BURSTS, ExfilWindow
 
-DATABASE, WORDPRESS, REDIS = "my-release-pxc", "wordpress", "redis"  # testbed.py's names (it imports this module)
 CALLS = frozenset(  # caller → callee in WordPress's benign traffic: a hop against a call is pulled
     {(WORDPRESS, DATABASE), (WORDPRESS, REDIS), (WORDPRESS, DNS_SERVICE), (INGRESS, WORDPRESS), (DATABASE, DATABASE)}
 )
