@@ -6,6 +6,10 @@ Runs the workflow on the repository's `config/config.yaml` in a fresh working fo
 Nothing else compares: the research prototype needed days per figure.
 
     .venv/bin/python benchmarks/workflow.py [--dir DIR] [--cores 2]
+    .venv/bin/python benchmarks/workflow.py --report DIR    # the job times of a workflow already run in DIR
+
+`--report` reads what a finished run recorded (the testbed experiment, `config/testbed.yaml`, takes about an hour
+of real load and is not rerun here).
 """
 
 from __future__ import annotations
@@ -41,11 +45,21 @@ def rule_seconds(workdir: Path) -> dict[str, tuple[int, float]]:
     return {rule: (len(times), sum(times)) for rule, times in per_rule.items()}
 
 
+def print_rules(per_rule: dict[str, tuple[int, float]]) -> None:
+    print(f"{'rule':<10} {'jobs':>5} {'job seconds':>12}")
+    for rule, (count, seconds) in sorted(per_rule.items(), key=lambda item: -item[1][1]):
+        print(f"{rule:<10} {count:>5} {seconds:>12.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, help="working folder (default: a temporary one, removed after)")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--report", type=Path, metavar="DIR", help="only report the job times of a finished run")
     args = parser.parse_args()
+    if args.report:
+        print_rules(rule_seconds(args.report))
+        return
     with tempfile.TemporaryDirectory(prefix="mimir-workflow-") as temporary:
         workdir = args.dir or Path(temporary)
         (workdir / "config").mkdir(parents=True, exist_ok=True)
@@ -57,9 +71,7 @@ def main() -> None:
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         per_rule = rule_seconds(workdir)
     print(f"default experiment on {args.cores} cores, set-up excluded")
-    print(f"{'rule':<10} {'jobs':>5} {'job seconds':>12}")
-    for rule, (count, seconds) in sorted(per_rule.items(), key=lambda item: -item[1][1]):
-        print(f"{rule:<10} {count:>5} {seconds:>12.1f}")
+    print_rules(per_rule)
     print(f"wall time {wall / 60:.1f} min ({wall / BUDGET_SECONDS:.2f} of the 20-minute budget)")
     print(f"peak resident memory of one process {peak_mb:,.0f} MB")
 

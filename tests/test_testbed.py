@@ -297,3 +297,10 @@ def test_the_sites_content_comes_from_the_seed_and_its_pages_differ_in_size() ->
     assert [p["content"] for p in one["posts"]] != [p["content"] for p in other["posts"]]
     sizes = sorted(len(p["content"]) for p in one["posts"])
     assert len(one["posts"]) == 200 and len(one["accounts"]) == 12 and sizes[-1] > 10 * sizes[len(sizes) // 10]
+
+
+def test_down_names_what_it_cannot_find_and_asks_for_a_name() -> None:
+    done = run_mimir("testbed", "down", "mtb-nosuch")
+    assert done.returncode == 2 and "no testbed named 'mtb-nosuch' is up" in done.stderr
+    done = run_mimir("testbed", "down")
+    assert done.returncode == 2 and "--all" in done.stderr

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mimir.errors import TestbedError
+from mimir.errors import TestbedError, UsageError
 from mimir.io import atomic_path
 
 STATE_ROOT = Path("/run/mimir-testbed")  # one JSON file per testbed that is up
@@ -71,7 +71,9 @@ class State:
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
-            raise TestbedError(f"{path}: no testbed named {name!r} is up") from None
+            raise UsageError(
+                f"{path}: no testbed named {name!r} is up: the state files there name the testbeds that are"
+            ) from None
         except (json.JSONDecodeError, TypeError) as e:
             raise TestbedError(f"{path}: not a testbed state file ({e})") from None
 
