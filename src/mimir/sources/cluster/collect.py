@@ -10,6 +10,7 @@ application is torn down, and run.json says whether the bundle is complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import platform
@@ -262,6 +263,7 @@ def _run_info(cfg: CollectConfig) -> dict[str, Any]:
 
 def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Collect one run into cfg.out; return run.json. Raises ClusterError or Interrupted after cleaning up."""
+    cfg = dataclasses.replace(cfg, out=cfg.out.resolve())  # the load runs in a folder of its own
     _check_inputs(cfg)
     netns = capture.namespace_file(cfg.cluster.capture_netns)
     app_manifests = manifests.load_manifests(cfg.manifest_folder)

@@ -180,6 +180,7 @@ def run_locust(  # noqa: PLR0913 - the plan, where, and how the process is stopp
     """
     if not locustfile.is_file():
         raise UsageError(f"{locustfile}: no such locustfile")
+    folder = folder.resolve()  # Locust runs in `folder`: a relative path would point below it
     folder.mkdir(parents=True, exist_ok=True)
     if plan.events:  # the shape appends to it: start this run's log afresh
         Path(plan.events).parent.mkdir(parents=True, exist_ok=True)

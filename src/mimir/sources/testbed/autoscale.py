@@ -2,9 +2,9 @@
 
 Every `scale_period` seconds it reads the CPU time the processes of each WordPress pod used (/proc, per network
 namespace), and asks for ceil(pods * used / target) pods within the bounds, ignoring changes within 10 % of the
-target and scaling down only to the highest recommendation of the last three periods (the HPA's stabilisation
-window). New pods get new namespaces and addresses (a released address is reused first); removed pods leave the
-Service before they stop. Every decision is kept for run.json.
+target and scaling down only to the highest recommendation of the last five minutes (the HPA's default
+stabilisation window). New pods get new namespaces and addresses (a released address is reused first);
+removed pods leave the Service before they stop. Every decision is kept for run.json.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mimir.sources.testbed.processes import namespace_pids
 from mimir.sources.testbed.testbed import WORDPRESS, Testbed
 
 TOLERANCE = 0.1
-STABILISATION = 3  # periods whose highest recommendation a scale-down may not go below
+STABILISATION = 300.0  # seconds whose highest recommendation a scale-down may not go below (the HPA's default)
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -48,7 +48,7 @@ class Autoscaler:
         self.problems: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="autoscaler", daemon=True)
-        self._recent: deque[int] = deque(maxlen=STABILISATION)
+        self._recent: deque[int] = deque(maxlen=max(round(STABILISATION / self.spec.scale_period), 1))
         self._last: dict[str, float] = {}
 
     def start(self) -> None:

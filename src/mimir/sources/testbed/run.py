@@ -10,6 +10,7 @@ whether the bundle is complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -149,6 +150,7 @@ def run_testbed(cfg: TestbedConfig, progress: Callable[[str], None] | None = Non
     """Make one run into cfg.out; return run.json. Raises TestbedError or Interrupted after tearing down."""
     if cfg.run.app.name != "wordpress":
         raise UsageError(f"--app {cfg.run.app.name}: the testbed runs WordPress only")
+    cfg = dataclasses.replace(cfg, out=cfg.out.resolve())  # Locust and the daemons run in folders of their own
     check_host()
     if cfg.out.exists() and any(cfg.out.iterdir()):
         raise UsageError(f"{cfg.out}: the output folder exists and is not empty; choose another or remove it")
