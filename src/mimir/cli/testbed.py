@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from mimir.cli.options import EXIT_CODE_TEXT, Commands, add_run_options, command, positive_float, positive_int, run_spec
 from mimir.errors import UsageError
@@ -188,8 +187,7 @@ def run_up(args: argparse.Namespace) -> None:
 
     check_host()
     spec = _spec(args)
-    testbed = Testbed(spec, args.seed, Path("/dev/null"), progress_printer())
-    testbed.entities = testbed.work / "entities.jsonl"
+    testbed = Testbed(spec, args.seed, progress=progress_printer())
     try:
         facts = testbed.up()
     except BaseException:

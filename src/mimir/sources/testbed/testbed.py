@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import random
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from mimir.spec import TestbedSpec
 APP_NAMESPACE, DNS_NAMESPACE = "default", "kube-system"
 DATABASE, WORDPRESS, REDIS, DNS = "my-release-pxc", "wordpress", "redis", "kube-dns"
 MEMBERS = 3
+BIN_MIDDLE = 0.5  # where in each second `mimir edges` looks up who held an address (its 1 s bins)
 ENTRY_URL = f"http://{network.NODE_IP}:30080"
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses in generated names
 
@@ -55,7 +58,7 @@ class Testbed:
 
     spec: TestbedSpec
     seed: int
-    entities: Path
+    entities: Path | None = None  # default: the work folder's (`mimir testbed up`)
     progress: Callable[[str], None] | None = None
     name: str = field(default_factory=lambda: f"mtb-{secrets.token_hex(3)}")
     daemons: dict[str, list[Daemon]] = field(default_factory=dict)
@@ -64,6 +67,7 @@ class Testbed:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - names and addresses, not secrets
         self.work = WORK_ROOT / self.name
+        self.entities = self.entities or self.work / "entities.jsonl"
         self.state = State(self.name, folders=[str(self.work)])
         self.net = Network(self.state)
         self.log: EntityLog | None = None
@@ -145,6 +149,9 @@ class Testbed:
         with self.lock:
             pod = self.net.add_pod(name, namespace, labels, owner, resolv, etc)
             self.entity_log().pod(pod, "added", phase="Pending")
+        # `mimir edges` resolves an address at the middle of its 1 s bin: a pod born after the middle of a second
+        # sends its first packet in the next one, or they would belong to no one
+        _sleep_until(math.floor(time.time()) + 1 if time.time() % 1 > BIN_MIDDLE else 0)
         return pod
 
     def mark_ready(self, service: str, pod: Pod) -> None:
@@ -229,6 +236,8 @@ class Testbed:
         with self.lock:
             self.entity_log().pod(pod, "modified", phase="Succeeded")
             self.net.remove_pod(pod.name)
+            # its last packets, earlier in this second, are resolved at the second's middle: delete after it
+            _sleep_until(math.floor(time.time()) + BIN_MIDDLE + 0.01 if time.time() % 1 <= BIN_MIDDLE else 0)
             self.entity_log().pod(pod, "deleted", phase="Succeeded")
 
     def _answers(self, pod: Pod) -> bool:
@@ -271,6 +280,10 @@ class Testbed:
         except Exception as e:
             problems.append(f"removing testbed {self.name}: {e}")
         return problems
+
+
+def _sleep_until(moment: float) -> None:
+    time.sleep(max(moment - time.time(), 0))
 
 
 _WORDS = (
