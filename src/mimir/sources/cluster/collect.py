@@ -403,8 +403,9 @@ def _addresses(cfg: CollectConfig, cluster: dict[str, Any], target: str) -> dict
     }
 
 
-def _stop_capture(run: _Collection) -> list[str]:
-    """Stop tcpdump (stop() never raises once start() ran) and record its files; return its problems."""
+def stop_capture(run: Any) -> list[str]:
+    """Stop tcpdump (stop() never raises once start() ran) and record its files; return its problems. `run` is a
+    collection under way, here or on the testbed: its `capture`, `record`, `clock` and `cfg.out`."""
     if run.capture is None:
         return []
     stats = run.capture.stop()
@@ -449,7 +450,7 @@ def _tear_down(run: _Collection) -> list[str]:
 def _finish(run: _Collection, failure: str | None) -> None:
     """Stop what runs, in the reverse order of starting, tear the application down, and say how the run ended."""
     problems = [failure] if failure else []
-    problems += _stop_capture(run)
+    problems += stop_capture(run)
     problems += _stop_watch(run)
     problems += _tear_down(run)
     run.clock["collect_stopped"] = time.time()

@@ -25,7 +25,15 @@ from mimir import network
 from mimir.errors import Interrupted, MimirError, TestbedError, UsageError
 from mimir.loadmodel import daily_curve
 from mimir.sources.cluster import capture, load
-from mimir.sources.cluster.collect import LOCUSTFILES, RunRecord, Stopped, StopSwitch, stop_on_signals, tool_versions
+from mimir.sources.cluster.collect import (
+    LOCUSTFILES,
+    RunRecord,
+    Stopped,
+    StopSwitch,
+    stop_capture,
+    stop_on_signals,
+    tool_versions,
+)
 from mimir.sources.testbed.autoscale import Autoscaler
 from mimir.sources.testbed.faults import FaultSchedule
 from mimir.sources.testbed.network import OUTSIDE_GATEWAY
@@ -278,7 +286,7 @@ def _finish(run: _Run, failure: str | None) -> None:
     if run.scaler is not None:
         info["autoscaler"] = run.scaler.stop()
         problems += info["autoscaler"]["problems"]
-    problems += _stop_capture(run)
+    problems += stop_capture(run)
     run.log(f"testbed {run.testbed.name}: tearing down")
     with contextlib.suppress(OSError):
         shutil.copytree(run.testbed.work / "logs", run.cfg.out / "testbed-logs", dirs_exist_ok=True)
@@ -290,22 +298,3 @@ def _finish(run: _Run, failure: str | None) -> None:
     else:
         run.record.update(status="complete")
     run.log(f"{run.cfg.out}: {run.record.info['status']}")
-
-
-def _stop_capture(run: _Run) -> list[str]:
-    if run.capture is None:
-        return []
-    stats = run.capture.stop()
-    files = list(stats.files)
-    run.record.info["capture"] = {
-        **stats.to_json(),
-        "files": [f"capture/{name}" for name in files],
-        "packets": stats.packets_captured,
-        "dropped": stats.packets_dropped_kernel,
-        "link_type": capture.link_type(run.cfg.out / "capture" / files[0]) if files else None,
-    }
-    run.clock["capture_stopped"] = stats.end
-    problems = [f"capture: {problem}" for problem in stats.problems]
-    if not stats.complete and not stats.problems:
-        problems.append("capture: tcpdump did not stop cleanly; the last file may be cut short")
-    return problems
