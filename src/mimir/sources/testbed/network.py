@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from mimir import network
 from mimir.errors import TestbedError
-from mimir.sources.testbed.processes import NETNS_ETC, State, in_netns, run
+from mimir.sources.testbed.processes import NETNS_ETC, State, in_netns, kill_namespace, run
 
 BRIDGE = "cni0"
 UPLINK = "uplink"  # the node's link to the world
@@ -221,8 +221,6 @@ table ip kube {{
 
     def remove_pod(self, name: str) -> Pod:
         """Delete a pod's namespace (its processes must be stopped) and free its address for reuse."""
-        from mimir.sources.testbed.processes import kill_namespace
-
         pod = self.pods.pop(name)
         run(
             in_netns(self.node, ["nft", "delete", "element", "ip", "kube", "hairpin", f"{{ {pod.ip} . {pod.ip} }}"]),

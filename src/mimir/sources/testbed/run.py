@@ -35,6 +35,7 @@ from mimir.sources.cluster.collect import (
     tool_versions,
 )
 from mimir.sources.testbed.autoscale import Autoscaler
+from mimir.sources.testbed.exfil import finish_window, start_window
 from mimir.sources.testbed.faults import FaultSchedule
 from mimir.sources.testbed.network import OUTSIDE_GATEWAY
 from mimir.sources.testbed.processes import NETNS_ROOT, in_netns
@@ -248,8 +249,6 @@ def _load(run: _Run) -> None:
 
 def _exfiltrate(run: _Run, window: ExfilWindow, index: int, t0: float) -> None:
     """One window: its chain starts at its time, runs for its duration, and its record joins run.json."""
-    from mimir.sources.testbed.exfil import finish_window, start_window
-
     planned = {"path": list(window.path), "bytes_per_minute": window.bytes_per_minute, "shape": window.shape}
     if run.halt.wait(max(t0 + window.start - time.time(), 0)):
         run.exfiltration.append({**planned, "problems": ["the run stopped before the window began"]})

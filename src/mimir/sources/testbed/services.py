@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mimir.errors import TestbedError
 from mimir.sources.testbed.network import OUTSIDE_RESOLVER, Pod
-from mimir.sources.testbed.processes import Daemon, run
+from mimir.sources.testbed.processes import Daemon, in_netns, run
 
 FILES = Path(__file__).with_name("files")
 CLUSTER_DOMAIN = "cluster.local"
@@ -302,6 +302,4 @@ def wordpress(pod: Pod, work: Path) -> list[Daemon]:
 
 def php(pod: Pod, script: Path, *args: str, timeout: float = 300) -> str:
     """A PHP script run in a WordPress pod (its resolver and config), as a one-off Job would."""
-    from mimir.sources.testbed.processes import in_netns
-
     return run(in_netns(pod.netns, ["php", str(script), *args]), timeout=timeout, what=f"{pod.name}: php {script.name}")
