@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from mimir.cli.options import EXIT_CODE_TEXT, Commands, add_run_options, command, positive_float, positive_int, run_spec
@@ -130,6 +131,7 @@ def _testbed_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--buffer",
+        dest="buffer_kib",
         type=positive_int,
         default=d.buffer_kib,
         metavar="KIB",
@@ -149,19 +151,9 @@ def _spec(args: argparse.Namespace, faults: tuple[Fault, ...] = ()) -> TestbedSp
         raise UsageError(
             f"--max-wordpress-pods {args.max_wordpress_pods} is below --wordpress-pods {args.wordpress_pods}"
         )
-    return TestbedSpec(
-        wordpress_pods=args.wordpress_pods,
-        max_wordpress_pods=args.max_wordpress_pods,
-        cpu_per_pod=args.cpu_per_pod,
-        scale_period=args.scale_period,
-        posts=args.posts,
-        pages=args.pages,
-        accounts=args.accounts,
-        spawn_rate=args.spawn_rate,
-        buffer_kib=args.buffer,
-        ready_timeout=args.ready_timeout,
-        faults=faults,
-    )
+    # every option of the testbed group is a field of TestbedSpec by the same name (the faults come apart)
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TestbedSpec) if f.name != "faults"}
+    return TestbedSpec(**settings, faults=faults)
 
 
 def run_testbed_command(args: argparse.Namespace) -> None:

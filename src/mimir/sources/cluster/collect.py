@@ -95,6 +95,27 @@ def stop_on_signals(switch: StopSwitch) -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def finishing(
+    finish: Callable[[str | None], None], switch: StopSwitch, failure: type[MimirError], out: Path, what: str
+) -> Iterator[None]:
+    """Run a collection's steps under the stop signals, then always `finish` it with how it ended: None, the
+    error, or the signal. A step's error becomes `failure` (a signal, Interrupted), saying the run is incomplete."""
+    try:
+        with stop_on_signals(switch):
+            yield
+    except Stopped as e:
+        finish(f"interrupted ({e})")
+        raise Interrupted(f"{out}: {what} interrupted ({e}); the run is marked incomplete") from None
+    except MimirError as e:
+        finish(str(e))
+        raise failure(f"{out}: {e}; the run is marked incomplete") from None
+    except BaseException as e:
+        finish(f"{type(e).__name__}: {e}")
+        raise
+    finish(None)
+
+
 def source_address(url: str) -> str:
     """The local address this host uses to reach the entry point: the load generator's address in the capture."""
     parts = urlsplit(url)
@@ -273,21 +294,10 @@ def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -
     api = kube.connect(cfg.cluster.kubeconfig, cfg.cluster.context, cfg.cluster.server)
     _prepare_output(cfg.out)
     run = _Collection(cfg, api, RunRecord(cfg.out, _run_info(cfg)), progress)
-    try:
-        with stop_on_signals(run.switch):
-            target, params = _deploy(run, app_manifests)
-            _start_recording(run, netns)
-            _load(run, target, params)
-    except Stopped as e:
-        _finish(run, f"interrupted ({e})")
-        raise Interrupted(f"{cfg.out}: collection interrupted ({e}); the run is marked incomplete") from None
-    except MimirError as e:
-        _finish(run, str(e))
-        raise ClusterError(f"{cfg.out}: {e}; the run is marked incomplete") from None
-    except BaseException as e:
-        _finish(run, f"{type(e).__name__}: {e}")
-        raise
-    _finish(run, None)
+    with finishing(lambda failure: _finish(run, failure), run.switch, ClusterError, cfg.out, "collection"):
+        target, params = _deploy(run, app_manifests)
+        _start_recording(run, netns)
+        _load(run, target, params)
     return run.record.info
 
 
@@ -346,22 +356,7 @@ def _start_recording(run: _Collection, netns: Path | None) -> None:
 def _load(run: _Collection, target: str, params: dict[str, str]) -> None:
     """The one Locust process. A signal meanwhile only sets the stop event: Locust stops and writes its statistics."""
     cfg, record = run.cfg, run.record
-    think = cfg.run.app.think_time
-    plan = load.LoadPlan(
-        users=cfg.run.users,
-        duration=cfg.run.duration,
-        spawn_rate=cfg.cluster.spawn_rate,
-        mix=cfg.run.mix,
-        seed=cfg.run.seed,
-        think_min=think.min,
-        think_max=think.max,
-        think_distribution=think.distribution,
-        think_mean=think.mean,
-        think_median=think.median,
-        think_sigma=think.sigma,
-        params=params,
-        events=str(cfg.out / "load" / "phases.jsonl"),
-    )
+    plan = load.LoadPlan.for_run(cfg.run, cfg.cluster.spawn_rate, params, cfg.out / "load" / "phases.jsonl")
     record.update(status="loading")
     run.log(f"load: {cfg.run.users} users at peak for {cfg.run.duration:.0f} s against {target}")
     stop = run.switch.event

@@ -22,12 +22,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mimir.errors import ClusterError, UsageError
 from mimir.loadmodel import PHASES, daily_curve
+
+if TYPE_CHECKING:
+    from mimir.spec import RunSpec
 
 ENV = "MIMIR_LOAD"
 CSV_PREFIX = "locust"  # locust_stats.csv, locust_stats_history.csv, locust_failures.csv, locust_exceptions.csv
@@ -80,6 +83,26 @@ class LoadPlan:
             problems.append("params must map names to strings")
         if problems:
             raise UsageError(f"load plan: {'; '.join(problems)}")
+
+    @classmethod
+    def for_run(cls, run: RunSpec, spawn_rate: float, params: dict[str, str], events: Path) -> LoadPlan:
+        """The plan of a run as collected (cluster or testbed): its users, curve, mix, seed and think times."""
+        think = run.app.think_time
+        return cls(
+            users=run.users,
+            duration=run.duration,
+            spawn_rate=spawn_rate,
+            mix=dict(run.mix),
+            seed=run.seed,
+            think_min=think.min,
+            think_max=think.max,
+            think_distribution=think.distribution,
+            think_mean=think.mean,
+            think_median=think.median,
+            think_sigma=think.sigma,
+            params=params,
+            events=str(events),
+        )
 
     @property
     def phase_seconds(self) -> float:

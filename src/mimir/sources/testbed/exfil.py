@@ -41,10 +41,6 @@ PATIENCE = 30.0  # seconds a hop retries connecting to its peer (the peers start
 DRAIN = 5.0  # seconds the hops after the source get to pass on its last bytes
 
 
-def service_of(pod: Pod) -> str:
-    return pod.labels.get("app") or pod.labels.get("k8s-app") or ""
-
-
 @dataclass
 class HopProcess:
     """One relay process of a window: where it runs, what errors call it, and where it writes its summary."""
@@ -72,7 +68,7 @@ def _pick(net: Network, services: list[str], rng: random.Random, index: int) -> 
     """One pod per service, at random, another pod than the previous hop's where the service has several."""
     chosen: list[Pod] = []
     for service in services:
-        pods = sorted((p for p in list(net.pods.values()) if service_of(p) == service), key=lambda p: p.name)
+        pods = sorted((p for p in list(net.pods.values()) if p.service == service), key=lambda p: p.name)
         if not pods:
             raise TestbedError(f"exfiltration window {index}: no pod of service {service!r} is up")
         others = [p for p in pods if not chosen or p.name != chosen[-1].name] or pods
@@ -90,7 +86,7 @@ Options = list[list[str]]  # per pod, a relay's command-line options
 
 def _plan(index: int, tag: str, pods: list[Pod], exit_: str) -> tuple[Options, Options]:
     """The input and output options of each pod's relay (the source's input is filled in by the caller)."""
-    services = [service_of(p) for p in pods]
+    services = [p.service for p in pods]
     inputs: Options = [[] for _ in pods]
     outputs: Options = [[] for _ in pods]
     for i in range(len(pods) - 1):
@@ -124,7 +120,7 @@ def start_window(net: Network, work: Path, window: ExfilWindow, index: int, db_s
         services, exit_ = services[:-1], "tunnel"
     rng = random.Random(f"exfil:{seed}:{index}")  # noqa: S311 (reproducible choices, not secrets)
     pods = _pick(net, services, rng, index)
-    members = [pods[0]] if service_of(pods[0]) == DATABASE else _pick(net, [DATABASE], rng, index)
+    members = [pods[0]] if pods[0].service == DATABASE else _pick(net, [DATABASE], rng, index)
     tag = f"{index}-{secrets.token_hex(3)}"  # unique in the world's log even across runs of one testbed
     inputs, outputs = _plan(index, tag, pods, exit_)
     total = round(window.bytes_per_minute * window.duration / 60)
@@ -134,7 +130,7 @@ def start_window(net: Network, work: Path, window: ExfilWindow, index: int, db_s
     folder = work / "exfil" / tag
     folder.mkdir(parents=True, exist_ok=True)
     commands = [
-        (f"exfiltration window {index}, hop {i} ({service_of(pod)} pod {pod.name})", pod.netns, inputs[i] + outputs[i])
+        (f"exfiltration window {index}, hop {i} ({pod.service} pod {pod.name})", pod.netns, inputs[i] + outputs[i])
         for i, pod in enumerate(pods)
     ]
     if exit_ == INGRESS:

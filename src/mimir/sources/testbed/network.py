@@ -50,6 +50,11 @@ class Pod:
     labels: dict[str, str]
     owner: str  # deployment/NAME or statefulset/NAME
 
+    @property
+    def service(self) -> str:
+        """The Service whose selector picks this pod (the testbed's selectors use `app`, or `k8s-app` for DNS)."""
+        return self.labels.get("app") or self.labels.get("k8s-app") or ""
+
 
 class Network:
     """Namespaces, links and VIP rules of one testbed; every namespace is recorded in `state` before it exists."""

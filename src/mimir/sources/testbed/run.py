@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mimir import network
-from mimir.errors import Interrupted, MimirError, TestbedError, UsageError
+from mimir.errors import MimirError, TestbedError, UsageError
 from mimir.loadmodel import daily_curve
 from mimir.sources.cluster import capture, load
 from mimir.sources.cluster.collect import (
@@ -30,8 +30,8 @@ from mimir.sources.cluster.collect import (
     RunRecord,
     Stopped,
     StopSwitch,
+    finishing,
     stop_capture,
-    stop_on_signals,
     tool_versions,
 )
 from mimir.sources.testbed.autoscale import Autoscaler
@@ -170,22 +170,11 @@ def run_testbed(cfg: TestbedConfig, progress: Callable[[str], None] | None = Non
         raise UsageError(f"{cfg.out}: cannot create the output folder: {e.strerror}") from None
     testbed = Testbed(cfg.testbed, cfg.run.seed, cfg.out / "entities.jsonl", progress)
     run = _Run(cfg, RunRecord(cfg.out, _run_info(cfg, testbed.name)), testbed, progress)
-    try:
-        with stop_on_signals(run.switch):
-            run.record.update(testbed={**run.record.info["testbed"], **testbed.up()})
-            run.clock["ready"] = time.time()
-            _start_capture(run)
-            _load(run)
-    except Stopped as e:
-        _finish(run, f"interrupted ({e})")
-        raise Interrupted(f"{cfg.out}: testbed run interrupted ({e}); the run is marked incomplete") from None
-    except MimirError as e:
-        _finish(run, str(e))
-        raise TestbedError(f"{cfg.out}: {e}; the run is marked incomplete") from None
-    except BaseException as e:
-        _finish(run, f"{type(e).__name__}: {e}")
-        raise
-    _finish(run, None)
+    with finishing(lambda failure: _finish(run, failure), run.switch, TestbedError, cfg.out, "testbed run"):
+        run.record.update(testbed={**run.record.info["testbed"], **testbed.up()})
+        run.clock["ready"] = time.time()
+        _start_capture(run)
+        _load(run)
     return run.record.info
 
 
@@ -204,22 +193,8 @@ def _start_capture(run: _Run) -> None:
 def _load(run: _Run) -> None:
     """The load, with the autoscaler, the faults and the exfiltration windows timed from its start."""
     cfg, record = run.cfg, run.record
-    think = cfg.run.app.think_time
-    plan = load.LoadPlan(
-        users=cfg.run.users,
-        duration=cfg.run.duration,
-        spawn_rate=cfg.testbed.spawn_rate,
-        mix=dict(cfg.run.mix),
-        seed=cfg.run.seed,
-        think_min=think.min,
-        think_max=think.max,
-        think_distribution=think.distribution,
-        think_mean=think.mean,
-        think_median=think.median,
-        think_sigma=think.sigma,
-        params={"admin_user": "mimir", "admin_password": run.testbed.admin_password},
-        events=str(cfg.out / "load" / "phases.jsonl"),
-    )
+    params = {"admin_user": "mimir", "admin_password": run.testbed.admin_password}
+    plan = load.LoadPlan.for_run(cfg.run, cfg.testbed.spawn_rate, params, cfg.out / "load" / "phases.jsonl")
     record.update(status="loading")
     run.log(f"load: {cfg.run.users} users at peak for {cfg.run.duration:.0f} s against {ENTRY_URL}")
     t0 = time.time()

@@ -171,7 +171,7 @@ class Testbed:
     def pods_of(self, service: str) -> list[Pod]:
         """The pods of a Service now, oldest first (other threads add and remove pods)."""
         with self.lock:
-            return [p for p in self.net.pods.values() if p.labels.get("app", p.labels.get("k8s-app")) == service]
+            return [p for p in self.net.pods.values() if p.service == service]
 
     def wordpress_pods(self) -> list[Pod]:
         return self.pods_of(WORDPRESS)
