@@ -5,13 +5,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# A user's `--configfile` replaces the default experiment instead of being merged into it; without one, the
-# working directory's config/config.yaml is the experiment (the repository's own, or a `--directory WORKDIR`'s).
-if not workflow.overwrite_configfiles:
-
-    configfile: "config/config.yaml"
-
-
+# The config (a user's `--configfile`, else the working directory's config/config.yaml) is read and checked by
+# rules/common.smk before any rule is defined.
 report: "report/workflow.rst"
 
 

@@ -5,21 +5,34 @@ the granularities, the flows' bin, and which method, training and run each score
 """
 
 import re
+import sys
 from pathlib import Path
 
 from mimir.apps import find_app
 from mimir.errors import MimirError
 from mimir.spec import rate_name, split_method
-from mimir.workflow import validate_config
+from mimir.workflow import load_config
 
+# A user's `--configfile` replaces the default experiment instead of being merged into it; without one, the
+# working directory's config/config.yaml is the experiment (the repository's own, or a `--directory WORKDIR`'s).
+# mimir reads the files itself, as plain YAML or JSON within a size budget, and checks them (load_config); what
+# Snakemake read of a `--configfile` is replaced by that, `--config` values merged on top as Snakemake merges them.
+CONFIG_FILES = workflow.overwrite_configfiles or [Path("config/config.yaml")]
 try:
-    validate_config(
-        config,
+    checked = load_config(
+        CONFIG_FILES,
         Path(workflow.basedir) / "config" / "schemas" / "config.schema.yaml",
-        source=", ".join(map(str, workflow.configfiles)) or "config",
+        overrides=workflow.config_settings.config,
     )
 except MimirError as error:
-    raise WorkflowError(f"invalid configuration: {error}") from None
+    # the message and mimir's exit code (2: a bad value; 5: a file not read), no traceback
+    print(f"invalid configuration: {error}", file=sys.stderr)
+    raise SystemExit(error.exit_code) from None
+config.clear()
+config.update(checked)
+if not workflow.overwrite_configfiles:
+    # as Snakemake's `configfile:` records it, for the report
+    workflow.configfiles.extend(CONFIG_FILES)
 
 RUNS = config["runs"]
 SYNTHETIC = [name for name, run in RUNS.items() if run["source"] == "synthetic"]

@@ -464,7 +464,8 @@ def test_errors_in_merged_or_missing_keys(tmp_path: Path) -> None:
 
 def test_not_yaml_names_line_and_column(tmp_path: Path) -> None:
     message = error(tmp_path, "name: shop\n  bad: [")
-    assert message == f"{tmp_path / 'shop.yaml'}: line 2, column 6: not valid YAML: mapping values are not allowed here"
+    where = f"{tmp_path / 'shop.yaml'}: line 2, column 6"
+    assert message == f"{where}: not valid YAML: mapping values are not allowed in this context"
 
 
 def test_a_bad_name_is_pointed_at_itself_and_an_empty_file_said_so(tmp_path: Path) -> None:

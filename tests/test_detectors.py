@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -164,3 +168,25 @@ def test_models_saved_before_the_trailing_underscores_still_load_and_score_the_s
     assert set(vars(loaded)) == set(vars(fitted))
     assert loaded.threshold == fitted.threshold
     assert loaded.score(tables["eval"]).equals(fitted.score(tables["eval"]))
+
+
+FIT_AND_SAVE = """
+import sys, joblib, pandas as pd
+from mimir.detectors.registry import METHODS
+folder = sys.argv[1]
+train = {tg: pd.read_parquet(f"{folder}/train-{tg}.parquet") for tg in (10, 60)}
+for name, kind in sorted(METHODS.items()):
+    joblib.dump(kind().fit([train]), f"{folder}/{name}-{sys.argv[2]}.joblib")
+"""
+
+
+def test_every_saved_model_is_the_same_bytes_in_every_process(tables: dict, tmp_path: Path) -> None:
+    """Two processes with different string hashing save byte-identical models (a set would be pickled in hash
+    order)."""
+    for tg, table in tables["train"].items():
+        table.to_parquet(tmp_path / f"train-{tg}.parquet")
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", FIT_AND_SAVE, str(tmp_path), hash_seed], env=env, check=True)
+    for name in DETECTORS:
+        assert (tmp_path / f"{name}-1.joblib").read_bytes() == (tmp_path / f"{name}-2.joblib").read_bytes(), name

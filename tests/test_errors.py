@@ -100,7 +100,7 @@ def test_existing_output_survives_a_rejected_input(tmp_path: Path) -> None:
     before = out.read_bytes()
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(b"not a capture at all")
-    assert run_mimir("ingest", good, bad, "-o", out).returncode == EXIT_BAD_INPUT
+    assert run_mimir("ingest", good, bad, "-o", out, "--force").returncode == EXIT_BAD_INPUT
     assert out.read_bytes() == before
     assert not list(tmp_path.glob(".*tmp*"))
 
@@ -109,7 +109,7 @@ def test_existing_output_survives_a_rejected_input(tmp_path: Path) -> None:
     ("args", "code", "words"),
     [
         (["ingest", "missing.pcap", "-o", "f.parquet"], EXIT_IO, "no such file"),
-        (["ingest", "good.pcap", "-o", "f.parquet", "--bin", "0"], EXIT_USAGE, "must be at least 1"),
+        (["ingest", "good.pcap", "-o", "f.parquet", "--bin", "0"], EXIT_USAGE, "outside the documented range 1..86400"),
         (["ingest", "good.pcap", "-o", "f.parquet", "--bin", "1.5"], EXIT_USAGE, "not a whole number"),
         (["ingest", "good.pcap"], EXIT_USAGE, "-o"),
         (["frobnicate"], EXIT_USAGE, "invalid choice"),

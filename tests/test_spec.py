@@ -87,7 +87,7 @@ def test_the_command_line_takes_its_defaults_from_the_spec(tmp_path: Path) -> No
     assert collect.least_privilege_watch == spec.least_privilege_watch and collect.keep == spec.keep
     assert parser.parse_args(["ingest", "x.pcap", "-o", "f.parquet"]).bin == DEFAULT_BIN_SECONDS
     features = parser.parse_args(["features", "e.parquet", "run", "-o", "out"])
-    assert features.tg == "10,60" and features.rates == "10,1,0.1,0.05,0.01"
+    assert features.tg == FeatureSpec.granularities and features.rates == FeatureSpec.rates
     assert features.split == "train=0.5,validation=0.5"
     assert synth.mix == ",".join(f"{k}={v:g}" for k, v in DEFAULT_MIX.items())
 
@@ -118,9 +118,9 @@ def test_a_fault_reads_the_same_from_the_command_line_and_from_yaml() -> None:
         ("target=cache;at=30", "--fault 'target=cache;at=30': target: 'cache' is not one of database, wordpress"),
         ("target=database", "use target=database|wordpress;at=S[;down=S]"),
         ("target=database;at=30;colour=red", "use target="),
-        ("target=database;at=-1", "at: '-1' must be a non-negative number of seconds"),
-        ("target=database;at=30;down=0", "down: '0' must be a positive number of seconds"),
-        ("target=database;at=soon", "at: 'soon' is not a number of seconds"),
+        ("target=database;at=-1", "at: '-1' is outside the documented range [0, 604800) s"),
+        ("target=database;at=30;down=0", "down: '0' is outside the documented range (0, 86400] s"),
+        ("target=database;at=soon", "at: 'soon' is not a number"),
     ],
 )
 def test_a_bad_fault_on_the_command_line_says_what_is_wrong(text: str, words: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
@@ -362,14 +363,16 @@ def _schema() -> dict[str, Any]:
 
 
 def find_app(name_or_path: str) -> Path:
-    """A file path as given, else `config/apps/<name>.yaml` in the working folder, else in this project."""
+    """A YAML file's path as given (`.yaml` or `.yml`, anywhere), else `config/apps/<name>.yaml` in the working
+    folder, else in this project: a name is never a path (`../../etc/passwd` names nothing)."""
     given = Path(name_or_path)
-    if given.suffix in (".yaml", ".yml") or given.is_file():
+    if given.suffix in (".yaml", ".yml"):
         return given
-    for base in (Path("config") / "apps", CONFIG / "apps"):
-        candidate = base / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name_or_path):
+        for base in (Path("config") / "apps", CONFIG / "apps"):
+            candidate = base / f"{name_or_path}.yaml"
+            if candidate.is_file():
+                return candidate
     known = sorted(p.stem for p in (CONFIG / "apps").glob("*.yaml"))
     raise AppError(f"no application {name_or_path!r}: give a YAML file or one of {', '.join(known)}")
 
@@ -391,7 +394,7 @@ def _read(path: Path) -> tuple[yaml.Node | None, Any]:
         text = path.read_text()
     except OSError as e:
         raise AppError(f"{path}: cannot read: {e.strerror}") from None
-    loader = yaml.SafeLoader(text)
+    loader = yaml.CSafeLoader(text)  # libyaml: the workflow reads an app once per run it checks
     try:
         root = loader.get_single_node()
         # constructing flattens `<<` merges into the nodes, so merged keys are found where they were written
@@ -416,6 +419,9 @@ def _describe(error: jsonschema.ValidationError) -> tuple[Key, str]:
         return (*key, error.instance), error.message
     if not key and error.instance is None:
         return key, "the file is empty"
+    if not key and not isinstance(error.instance, dict):  # not an application: say what, never echo its content
+        kind = {str: "text", list: "a list", bool: "a boolean"}.get(type(error.instance), "a number")
+        return key, f"the file holds {kind}, not an application (a mapping of keys such as name and services)"
     return key, error.message
 
 

@@ -11,7 +11,6 @@ granularity are computed once per build and only the attacked intervals are comp
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -21,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mimir.attacks import (
     ABIDING,
@@ -38,11 +36,12 @@ from mimir.attacks import (
     policy_graph,
     read_policy,
 )
-from mimir.capture.ingest import recorded_bin
-from mimir.errors import IOFailure, UsageError
+from mimir.capture.ingest import read_table, recorded_bin
+from mimir.entities import read_run
+from mimir.errors import UsageError
 from mimir.features import compute_features
 from mimir.graphs import CodedEdges, Graphs, build_graphs
-from mimir.io import atomic_path
+from mimir.io import Claim, write_table
 from mimir.spec import FeatureSpec, check_granularities, rate_name
 
 
@@ -62,22 +61,17 @@ def parse_split(text: str) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class FeatureOutputs:
-    """Where one build writes: `ROOT/attacks/{rate}.parquet` and `ROOT/features/{tg}s/{rate}.parquet`."""
+    """Where one build writes: `ROOT/attacks/{rate}.parquet` and `ROOT/features/{tg}s/{rate}.parquet`, where no
+    file is (with `force` also over the tables of a previous build; never over anything else)."""
 
     root: Path
+    force: bool = False
 
     def attacks(self, rate: float) -> Path:
         return self.root / "attacks" / f"{rate_name(rate)}.parquet"
 
     def table(self, tg: int, rate: float) -> Path:
         return self.root / "features" / f"{tg}s" / f"{rate_name(rate)}.parquet"
-
-
-def _read(path: Path) -> pd.DataFrame:
-    try:
-        return pq.read_table(path).to_pandas()
-    except (OSError, pa.ArrowInvalid) as e:
-        raise IOFailure(f"{path}: cannot read the table: {e}") from None
 
 
 def labels(injected: pd.DataFrame, windows: list[dict], start: int, tg: int, count: int) -> pd.DataFrame:
@@ -173,21 +167,23 @@ class FeatureInputs:
 
 def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed: int, jobs: int = 1) -> dict:
     """Every rate of `spec` on one run: `spec.seeds` injections per rate, their tables at every granularity."""
-    recorded = recorded_bin(inputs.edges)
+    recorded = recorded_bin(inputs.edges, "edges")
     if inputs.bin_seconds != recorded:
         raise UsageError(f"{inputs.edges}: the edges were binned per {recorded} s, not per {inputs.bin_seconds} s")
     check_granularities(spec.granularities, recorded, "granularities")
-    edges = _read(inputs.edges)
-    try:
-        run = json.loads((inputs.run_dir / "run.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise IOFailure(f"{inputs.run_dir / 'run.json'}: cannot read: {e}") from None
+    given = (inputs.edges, inputs.run_dir, inputs.benign_edges, inputs.policy)
+    claim = Claim("features", out.force, inputs=tuple(p for p in given if p is not None))
+    for rate in spec.rates:
+        for target in (out.attacks(rate), *(out.table(tg, rate) for tg in spec.granularities)):
+            claim.check(target)
+    edges = read_table(inputs.edges, "edges").to_pandas()
+    run = read_run(inputs.run_dir, required=("start", "end"))
     own = benign_traffic(edges, run.get("exfiltration", []), recorded)
     if inputs.policy:
         pairs = read_policy(inputs.policy)
         policy, allowed = Policy.from_pairs(pairs), policy_graph(pairs)
     else:
-        benign = _read(inputs.benign_edges) if inputs.benign_edges else own
+        benign = read_table(inputs.benign_edges, "edges").to_pandas() if inputs.benign_edges else own
         policy, allowed = Policy.from_edges(benign), allowed_graph(benign)
     sensitive = list(run.get("sensitive", []))
     paths = PathSet.find(policy, allowed, sensitive, spec.max_path_length)
@@ -203,7 +199,7 @@ def build(inputs: FeatureInputs, out: FeatureOutputs, spec: FeatureSpec, *, seed
         benign_tables[tg] = _Benign(graphs, compute_features(graphs, sensitive), service_weights(graphs))
     targets = Targets.of(own, paths, policy, start, int(end))
     cfg = InjectionConfig.from_spec(spec, seed)
-    _SHARED["job"] = _RateJob(coded, benign_tables, targets, run, inputs.run_dir.name, out, spec, cfg)
+    _SHARED["job"] = _RateJob(coded, benign_tables, targets, run, inputs.run_dir.name, out, spec, cfg, claim)
     try:
         if jobs > 1 and len(spec.rates) > 1:  # forked workers inherit the tables instead of receiving pickled copies
             with ProcessPoolExecutor(min(jobs, len(spec.rates)), mp_context=get_context("fork")) as pool:
@@ -253,6 +249,7 @@ class _RateJob:
     out: FeatureOutputs
     spec: FeatureSpec
     cfg: InjectionConfig
+    claim: Claim
 
     def __call__(self, rate: float) -> list[dict]:
         """Inject one rate `spec.seeds` times, then compute and write its stacked table for every granularity."""
@@ -260,8 +257,7 @@ class _RateJob:
         parts = [f.assign(seed=k) for k, f in enumerate(frames) if not f.empty]
         columns = ["seed", *frames[0].columns]
         injected = pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
-        with atomic_path(self.out.attacks(rate)) as tmp:
-            pq.write_table(pa.Table.from_pandas(injected, preserve_index=False), tmp, compression="zstd")
+        write_table(pa.Table.from_pandas(injected, preserve_index=False), self.out.attacks(rate), self.claim)
         coded = CodedEdges(self.edges.nodes, self.edges.table.iloc[:0]).with_rows(injected)  # rows keep their order
         return [self._table(coded, injected, tg, rate) for tg in self.spec.granularities]
 
@@ -312,8 +308,7 @@ class _RateJob:
         meta.insert(meta.columns.get_loc("label"), "seed", np.repeat(np.arange(seeds), count))
         meta["split"] = np.tile(split_column(count, self.spec.split), seeds)
         frame = pd.concat([meta, *wide], axis=1)
-        with atomic_path(self.out.table(tg, rate)) as tmp:
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+        write_table(pa.Table.from_pandas(frame, preserve_index=False), self.out.table(tg, rate), self.claim)
         per_attack = injected.drop_duplicates(["seed", "attack"])["policy"].value_counts()
         return {
             "tg": tg,

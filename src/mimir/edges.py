@@ -7,18 +7,16 @@ addresses inside the cluster's ranges that no entity held are kept as `unknown/<
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from mimir.capture.ingest import recorded_bin, summary_path, with_bin
+from mimir.capture.ingest import read_table, recorded_bin, with_bin
 from mimir.entities import INFRA, INGRESS, OUTSIDE, UNKNOWN, Addressing, load_run, resolve
-from mimir.errors import IOFailure, UsageError
-from mimir.io import atomic_path
+from mimir.errors import UsageError
+from mimir.io import Claim, write_table
 
 LOOPBACK = "loopback"  # the entity of the node's loopback addresses: infrastructure, like the node
 EDGE_COLUMNS = ["ts", "src", "dst", "packets", "bytes", "src_kind", "src_service", "dst_kind", "dst_service"]
@@ -78,21 +76,26 @@ def build_edges(
 
 
 def write_edges(
-    flows_path: Path, run_dir: Path, out: Path, *, bin_seconds: int | None = None, keep_infra: bool = False
+    flows_path: Path,
+    run_dir: Path,
+    out: Path,
+    *,
+    bin_seconds: int | None = None,
+    keep_infra: bool = False,
+    force: bool = False,
 ) -> dict:
-    """The edges table of a flows table; its bin is the one the flows table records (`bin_seconds` must agree)."""
-    recorded = recorded_bin(flows_path)
+    """The edges table of a flows table; its bin is the one the flows table records (`bin_seconds` must agree).
+
+    Written as `mimir edges` may: where nothing is, or with force over a previous edges table; never over an input.
+    """
+    claim = Claim("edges", force, inputs=(flows_path, run_dir))
+    claim.check_table(out)
+    recorded = recorded_bin(flows_path, "flows")
     if bin_seconds is not None and bin_seconds != recorded:
         raise UsageError(f"{flows_path}: the flows were binned per {recorded} s, not per {bin_seconds} s")
-    try:
-        flows = pq.read_table(flows_path)
-    except (OSError, pa.ArrowInvalid) as e:
-        raise IOFailure(f"{flows_path}: cannot read the flows table: {e}") from None
+    flows = read_table(flows_path, "flows")
     edges, summary = build_edges(flows, run_dir, bin_seconds=recorded, keep_infra=keep_infra)
     summary["bin_seconds"] = recorded
     table = with_bin(pa.Table.from_pandas(edges, preserve_index=False), recorded)
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    with atomic_path(summary_path(out)) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    write_table(table, out, claim, summary)
     return summary

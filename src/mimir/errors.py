@@ -91,6 +91,12 @@ class EntitiesError(MimirError):
     exit_code = EXIT_BAD_INPUT
 
 
+class TableError(MimirError):
+    """A table given to a stage is not the one it reads (not parquet, cut short, another stage's table); names it."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class LegacyError(MimirError):
     """A file of the prototype's data cannot be imported; the message names the file."""
 

@@ -7,7 +7,6 @@ and each user picking a behaviour (the paper's browse, buy and register) by the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from numbers import Real
 
@@ -18,6 +17,7 @@ from mimir.errors import UsageError
 PHASES = 24  # the prototype's experiments split a run into 24 phases of a daily curve
 BEHAVIOURS = ("browse", "buy", "register")  # the user behaviours of the paper's experiments
 DEFAULT_MIX = {"browse": 0.5, "buy": 0.3, "register": 0.2}  # the paper's mix
+MAX_WEIGHT = 1e6  # a weight's documented range is [0, 1e6]: their sum stays finite, their shares exact enough
 
 
 def daily_curve(users: int) -> np.ndarray:
@@ -42,8 +42,8 @@ def normalise_mix(weights: Mapping[str, float], kinds: Sequence[str], where: str
             raise UsageError(f"{_key(where, name)}: not a behaviour of the application (one of {', '.join(kinds)})")
         if isinstance(weight, bool) or not isinstance(weight, Real):
             raise UsageError(f"{_key(where, name)}: the weight {weight!r} is not a number")
-        if weight < 0 or not math.isfinite(weight):
-            raise UsageError(f"{_key(where, name)}: the weight {weight!r} is not finite and >= 0")
+        if not 0 <= weight <= MAX_WEIGHT:  # NaN too; exact for ints of any size
+            raise UsageError(f"{_key(where, name)}: the weight {weight!r} is outside the documented range [0, 1e6]")
     total = sum(float(w) for w in weights.values())
     if total <= 0:
         raise UsageError(f"{where}: at least one weight must be positive")

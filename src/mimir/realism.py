@@ -26,7 +26,7 @@ from mimir.entities import DNS_SERVICE, INFRA, read_events, resolve, timeline
 from mimir.entities import POD as ENTITY_POD
 from mimir.entities import VIP as ENTITY_VIP
 from mimir.errors import EntitiesError, IOFailure, LegacyError, UsageError
-from mimir.io import atomic_path
+from mimir.io import Claim, atomic_path, mark_folder
 from mimir.network import SERVICE_NETWORK
 
 # The prototype's minikube (VirtualBox driver, docker bridge): what its conversation tables' addresses are.
@@ -815,10 +815,18 @@ def plot(comparison: Comparison, stem: Path, window: int) -> None:
     plt.close(fig)
 
 
-def write(comparison: Comparison, out: Path, window: int) -> None:
-    """realism.csv, realism.md, realism.png and realism.svg in `out`, each written under a temporary name."""
+OUTPUTS = ("realism.csv", "realism.md", "realism.png", "realism.svg")
+
+
+def write(comparison: Comparison, out: Path, window: int, claim: Claim | None = None) -> None:
+    """realism.csv, realism.md, realism.png and realism.svg in `out`, each written under a temporary name where no
+    file is (or, with the claim's force, over those of a previous comparison: the folder's marker names realism)."""
     if out.exists() and not out.is_dir():
         raise IOFailure(f"{out}: exists and is not a folder")
+    claim = claim or Claim("realism")
+    for name in OUTPUTS:
+        claim.check(out / name)
+    mark_folder(out, claim)
     csv = comparison.table.drop(columns="kind").copy()
     csv["within"] = csv["within"].map({True: "true", False: "false"}).fillna("")
     with atomic_path(out / "realism.csv") as tmp:
@@ -849,11 +857,17 @@ def realism(
     window: int = 10,
     peak: bool = False,
     renames: dict[str, str] | None = None,
+    force: bool = False,
 ) -> Comparison:
     """Compare two sources of traffic; write the table, the markdown and the figure into `out` if given. The
     workflow calls this with the reference a config names for an application and a run bundle as candidate."""
     if window < 1:
         raise UsageError(f"--window must be at least 1 s, not {window}")
+    sides = (reference, candidate)
+    claim = Claim("realism", force, inputs=tuple(p for s in sides for p in (*s.paths, s.log) if p is not None))
+    if out is not None:  # before the work: a refused output fails fast
+        for name in OUTPUTS:
+            claim.check(out / name)
     ref = load_side("reference", reference, window, peak=peak)
     cand = load_side("candidate", candidate, window, peak=peak)
     for side in (ref, cand):
@@ -861,5 +875,5 @@ def realism(
             raise UsageError(f"{side.name}: no window to compare ({side.notes[0]})")
     comparison = compare(ref, cand, renames)
     if out is not None:
-        write(comparison, out, window)
+        write(comparison, out, window, claim)
     return comparison

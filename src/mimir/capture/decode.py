@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from mimir.capture.binary import be16, be32
+from mimir.capture.binary import be16, be32, le32
 
 # Link types (https://www.tcpdump.org/linktypes.html) whose frames the decoder reaches IP through.
 LINKTYPE_NULL = 0  # BSD loopback: 4-byte address family in the writer's byte order
@@ -80,6 +80,9 @@ PPPOE_HEADER = 8  # version and type, code, session id, length, then the 2-byte 
 PPPOE_PROTOCOL_AT = 6
 MPLS_LABEL = 4
 MPLS_BOTTOM_AT = 2  # the bottom-of-stack bit is the lowest bit of a label entry's third byte
+MPLS_LABEL_SHIFT = 12  # the label is a label entry's upper 20 bits
+MPLS_LABEL_GAL = 13  # generic associated channel label: a control channel (G-ACh), not IP, follows
+MPLS_LABEL_OAM_ALERT = 14  # OAM alert label: OAM, not IP, follows
 MACSEC_SECTAG = 6  # TCI and association number, short length, packet number
 MACSEC_SCI = 8  # the secure channel identifier, present when the TCI's SC bit is set
 MACSEC_TCI_SC = 0x20
@@ -104,10 +107,17 @@ PPP_IPV6 = 0x0057
 PPP_MPLS = 0x0281
 PPP_MPLS_MULTICAST = 0x0283
 SLL_HEADER = 16
+SLL_HATYPE_AT = 2
 SLL_PROTOCOL_AT = 14
 SLL2_HEADER = 20
 SLL2_PROTOCOL_AT = 0
+SLL2_HATYPE_AT = 8
+# Linux ARPHRD_ device types for which a cooked header's protocol field is not an EtherType.
+ARPHRD_IPGRE = 778  # a GRE protocol type: only IPv4, IPv6, MPLS and NSH lead to IP
+ARPHRD_NETLINK = 824  # a netlink family: never IP
 LOOPBACK_HEADER = 4  # the address family
+LOOPBACK_PPP_HDLC = 0xFF03  # a BSD loopback frame that begins with PPP's address and control bytes
+LOOPBACK_AF_MAX = 0x0600  # tshark's bound between a byte-shifted address family and an EtherType
 AF_INET = 2
 AF_INET6_BSD = 24  # NetBSD, OpenBSD
 AF_INET6_FREEBSD = 28
@@ -124,6 +134,7 @@ IPV4_PROTOCOL_AT = 9
 IPV4_SRC_AT = 12
 IPV4_DST_AT = 16
 IPV6_HEADER = 40
+IPV6_PAYLOAD_LENGTH_AT = 4
 IPV6_NEXT_HEADER_AT = 6
 IPV6_SRC_AT = 8
 IPV6_DST_AT = 24
@@ -146,6 +157,8 @@ IPPROTO_UDP = 17
 IPPROTO_DCCP = 33
 IPPROTO_SCTP = 132
 IPPROTO_UDPLITE = 136
+SCTP_COMMON_HEADER = 12  # tshark reads an SCTP packet's ports only with its whole common header
+PORTS = 4  # source and destination port
 
 MAX_SHIMS = 32  # tags and shims followed in one frame, so that a crafted loop ends
 
@@ -203,8 +216,11 @@ def _after_ethertype(buf, o, end, ethertype):  # noqa: PLR0911, PLR0912
         elif ethertype == ETHERTYPE_MPLS or ethertype == ETHERTYPE_MPLS_MULTICAST:  # pop to the bottom label
             while o + MPLS_LABEL <= end:
                 bottom = buf[o + MPLS_BOTTOM_AT] & 1
+                label = be32(buf, o) >> MPLS_LABEL_SHIFT
                 o += MPLS_LABEL
                 if bottom:
+                    if label == MPLS_LABEL_GAL or label == MPLS_LABEL_OAM_ALERT:
+                        return o, NOT_IP
                     return o, _ip_version(buf, o, end)
             return o, NOT_IP
         elif ethertype == ETHERTYPE_MACSEC:  # only an unencrypted, unmodified payload is readable
@@ -220,8 +236,10 @@ def _after_ethertype(buf, o, end, ethertype):  # noqa: PLR0911, PLR0912
                 return o, NOT_IP
             next_protocol = buf[o + NSH_NEXT_PROTOCOL_AT]
             o += (np.int64(buf[o + NSH_LENGTH_AT]) & NSH_LENGTH_MASK) * 4
-            if next_protocol == NSH_NEXT_IPV4 or next_protocol == NSH_NEXT_IPV6:
+            if next_protocol == NSH_NEXT_IPV4:
                 return o, _ip_version(buf, o, end)
+            if next_protocol == NSH_NEXT_IPV6:
+                return o, _ipv6_only(buf, o, end)
             if next_protocol != NSH_NEXT_ETHERNET or o + ETHERNET_HEADER > end:
                 return o, NOT_IP
             ethertype = be16(buf, o + ETHERNET_TYPE_AT)
@@ -243,6 +261,29 @@ def _after_ethertype(buf, o, end, ethertype):  # noqa: PLR0911, PLR0912
         else:
             return o, NOT_IP
     return o, NOT_IP
+
+
+@njit(inline="always", cache=True)
+def _ip_or_mpls(buf, o, end, protocol):
+    """A protocol number from a table that holds only IPv4, IPv6 and MPLS of the EtherTypes (Cisco HDLC's)."""
+    if (
+        protocol == ETHERTYPE_IPV4
+        or protocol == ETHERTYPE_IPV6
+        or protocol == ETHERTYPE_MPLS
+        or protocol == ETHERTYPE_MPLS_MULTICAST
+    ):
+        return _after_ethertype(buf, o, end, protocol)
+    return o, NOT_IP
+
+
+@njit(inline="always", cache=True)
+def _cooked(buf, o, end, hatype, protocol):
+    """After a Linux cooked header: the protocol field is an EtherType unless the device type says otherwise."""
+    if hatype == ARPHRD_NETLINK:
+        return o, NOT_IP
+    if hatype == ARPHRD_IPGRE and protocol != ETHERTYPE_NSH:  # GRE's protocol table adds NSH to Cisco HDLC's
+        return _ip_or_mpls(buf, o, end, protocol)
+    return _after_ethertype(buf, o, end, protocol)
 
 
 @njit(inline="always", cache=True)
@@ -297,11 +338,11 @@ def network_layer(buf, p, end, linktype):  # noqa: PLR0911, PLR0912
     if linktype == LINKTYPE_LINUX_SLL2:
         if p + SLL2_HEADER > end:
             return p, NOT_IP
-        return _after_ethertype(buf, p + SLL2_HEADER, end, be16(buf, p + SLL2_PROTOCOL_AT))
+        return _cooked(buf, p + SLL2_HEADER, end, be16(buf, p + SLL2_HATYPE_AT), be16(buf, p + SLL2_PROTOCOL_AT))
     if linktype == LINKTYPE_LINUX_SLL:
         if p + SLL_HEADER > end:
             return p, NOT_IP
-        return _after_ethertype(buf, p + SLL_HEADER, end, be16(buf, p + SLL_PROTOCOL_AT))
+        return _cooked(buf, p + SLL_HEADER, end, be16(buf, p + SLL_HATYPE_AT), be16(buf, p + SLL_PROTOCOL_AT))
     if linktype == LINKTYPE_RAW or linktype == LINKTYPE_RAW_12 or linktype == LINKTYPE_RAW_14:
         return p, _ip_version(buf, p, end)
     if linktype == LINKTYPE_IPV4:  # like tshark's IPv4 dissector, follow a version-6 header
@@ -315,19 +356,34 @@ def network_layer(buf, p, end, linktype):  # noqa: PLR0911, PLR0912
     if linktype == LINKTYPE_C_HDLC:
         if p + C_HDLC_HEADER > end:
             return p, NOT_IP
-        return _after_ethertype(buf, p + C_HDLC_HEADER, end, be16(buf, p + C_HDLC_PROTOCOL_AT))
+        return _ip_or_mpls(buf, p + C_HDLC_HEADER, end, be16(buf, p + C_HDLC_PROTOCOL_AT))
     return p, NOT_IP
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _loopback(buf, p, end, linktype):
-    """BSD and OpenBSD loopback: an address family, in the writer's byte order for the former."""
+    """BSD and OpenBSD loopback: an address family, in the writer's byte order for the former.
+
+    For BSD loopback this is tshark's reading: PPP behind 0xFF03; a family in either byte order, in 16 or 32 bits;
+    and a value above 1500, an EtherType.
+    """
+    if linktype == LINKTYPE_NULL and p + 2 <= end and be16(buf, p) == LOOPBACK_PPP_HDLC:
+        return _ppp(buf, p, end)
     if p + LOOPBACK_HEADER > end:
         return p, NOT_IP
-    family = be32(buf, p)
-    if linktype == LINKTYPE_NULL and family > 0xFFFF:  # written in the other byte order
-        family = ((family & 0xFF) << 24) | ((family & 0xFF00) << 8) | ((family >> 8) & 0xFF00) | (family >> 24)
     o = p + LOOPBACK_HEADER
+    family = be32(buf, p)
+    if linktype == LINKTYPE_NULL:
+        family = le32(buf, p)
+        if family & 0xFFFF0000:
+            if (family & 0xFF000000) == 0 and (family & 0x00FF0000) < (LOOPBACK_AF_MAX << 8):
+                family >>= 16
+            else:
+                family = be32(buf, p)
+        elif (family & 0xFF) == 0 and (family & 0xFF00) < LOOPBACK_AF_MAX:
+            family >>= 8
+        if family > ETHERTYPE_MAX_LENGTH:
+            return _after_ethertype(buf, o, end, family)
     if family == AF_INET:
         return o, _ip_version(buf, o, end)
     if family == AF_INET6_BSD or family == AF_INET6_FREEBSD or family == AF_INET6_DARWIN:
@@ -345,6 +401,12 @@ def has_ports(proto):
         or proto == IPPROTO_SCTP
         or proto == IPPROTO_UDPLITE
     )
+
+
+@njit(inline="always", cache=True)
+def ports_header(proto):
+    """How much of a transport header (one with ports) must be captured for tshark to show its ports."""
+    return SCTP_COMMON_HEADER if proto == IPPROTO_SCTP else PORTS
 
 
 @njit(inline="always", cache=True)

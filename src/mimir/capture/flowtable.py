@@ -32,6 +32,7 @@ from mimir.capture.decode import (
     IPV6_DST_AT,
     IPV6_HEADER,
     IPV6_NEXT_HEADER_AT,
+    IPV6_PAYLOAD_LENGTH_AT,
     IPV6_SRC_AT,
     N_STATS,
     NOT_IP,
@@ -42,6 +43,7 @@ from mimir.capture.decode import (
     has_ports,
     ipv6_upper_layer,
     network_layer,
+    ports_header,
 )
 
 if TYPE_CHECKING:
@@ -136,20 +138,23 @@ def aggregate(  # noqa: PLR0912, PLR0913, PLR0915, PLR0917
         if family == FAMILY_IPV4:
             header = (buf[o] & 0x0F) * 4
             total = be16(buf, o + IPV4_TOTAL_LENGTH_AT) if o + 4 <= end else 0
-            # like tshark: no addresses without a whole header, a header length of 20 or more, and a total
-            # length (0 means segmentation offload) not below it
+            # like tshark: no addresses without the fixed header, a header length of 20 or more, and a total length
+            # (0 means segmentation offload) not below it; options cut by the snaplen leave the addresses readable
             if o + IPV4_MIN_HEADER > end or header < IPV4_MIN_HEADER or (total != 0 and total < header):
                 stats[STAT_BAD_IP] += 1
                 continue
             src_lo = np.uint64(be32(buf, o + IPV4_SRC_AT))
             dst_lo = np.uint64(be32(buf, o + IPV4_DST_AT))
             proto = np.int64(buf[o + IPV4_PROTOCOL_AT])
+            if total != 0:  # the datagram ends where its total length says, if captured that far
+                end = min(end, o + total)
             if (be16(buf, o + IPV4_FRAGMENT_AT) & IPV4_FRAGMENT_OFFSET) == 0:
                 transport = o + header
         else:
             if o + IPV6_HEADER > end:
                 stats[STAT_BAD_IP] += 1
                 continue
+            end = min(end, o + IPV6_HEADER + be16(buf, o + IPV6_PAYLOAD_LENGTH_AT))  # 0: no payload, as tshark
             src_hi = be64(buf, o + IPV6_SRC_AT)
             src_lo = be64(buf, o + IPV6_SRC_AT + 8)
             dst_hi = be64(buf, o + IPV6_DST_AT)
@@ -163,7 +168,7 @@ def aggregate(  # noqa: PLR0912, PLR0913, PLR0915, PLR0917
             return GROW, i
         stats[STAT_IPV4 if family == FAMILY_IPV4 else STAT_IPV6] += 1
         sport = dport = 0
-        if transport >= 0 and has_ports(proto) and transport + 4 <= end:
+        if transport >= 0 and has_ports(proto) and transport + ports_header(proto) <= end:
             sport = be16(buf, transport)
             dport = be16(buf, transport + 2)
         src = _intern_ip(family, src_hi, src_lo, ip_slots, ip_family, ip_hi, ip_lo, counts)

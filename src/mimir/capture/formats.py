@@ -26,6 +26,17 @@ BLOCK_BYTES = 16 << 20
 # The largest frame capture tools write (Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD). A record may claim more than
 # its file's snaplen (tcpdump's own test files do, and tshark reads them), but never more than this.
 MAX_CAPLEN = 262144
+MAX_ORIGLEN = 2**31 - 1  # tshark clamps a record's original length to this (pcap, enhanced and packet blocks)
+# Timestamps are read from year 1 to year 9999 (what Python's datetime holds); pcapng's 64-bit timestamps and
+# if_tsoffset can say more, which no capture means: such a packet is refused.
+MIN_EPOCH_SECONDS = -62135596800  # 0001-01-01T00:00:00Z
+MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+MAX_TSOFFSET = MAX_EPOCH_SECONDS - MIN_EPOCH_SECONDS  # a larger if_tsoffset puts every timestamp out of range
+# A gzip capture may hold at most this many records per compressed byte read (after the first GZIP_SLACK_RECORDS):
+# a real capture holds well under 1 (4.2 for a flood of identical 60-byte frames with identical timestamps); a
+# stream of empty records, which deflate shrinks 1000-fold, holds 64, and would cost a minute per 10 MB.
+MAX_RECORDS_PER_COMPRESSED_BYTE = 16
+GZIP_SLACK_RECORDS = 1 << 20
 MAX_PCAPNG_BLOCK = 16 << 20
 LINKTYPE_MASK = 0x03FFFFFF  # the upper bits of a pcap header's link type carry FCS information
 
@@ -39,6 +50,13 @@ PCAP_MAGIC = {
 # header (seconds, fraction, captured length, original length) and the frame.
 PCAP_FILE_HEADER = 24
 PCAP_VERSION_AT = 4
+PCAP_VERSION_MAJOR = 2
+PCAP_VERSION_DGUX = 543  # DG/UX tcpdump's major version: the lengths in the pre-2.3 order
+PCAP_VERSION_MINOR_SWAP = 3  # before 2.3 a record header held the original length first, then the captured one
+# How a file orders its records' two lengths (libpcap's and Wireshark's reading of the version).
+LENGTHS_IN_ORDER = 0
+LENGTHS_SWAPPED = 1
+LENGTHS_MAYBE_SWAPPED = 2  # version 2.3: some writers kept the old order, seen where captured > original length
 PCAP_LINKTYPE_AT = 20
 PCAP_RECORD_HEADER = 16
 PCAP_CAPLEN_AT = 8
@@ -64,6 +82,7 @@ PCAPNG_ORIGLEN_AT = 24
 PCAPNG_PACKET_DATA_AT = 28
 PCAPNG_SPB_ORIGLEN_AT = 8
 PCAPNG_SPB_DATA_AT = 12
+PCAPNG_SPB_MIN = 16  # type, length, original length, trailing length
 PCAPNG_IDB_MIN = 20  # link type, reserved, snaplen, no options
 PCAPNG_IDB_OPTIONS_AT = 16
 PCAPNG_OPT_END = 0
@@ -79,6 +98,8 @@ SPECIAL_BLOCK = 3  # a pcapng section header or interface description: parse it 
 BAD_INTERFACE = 4
 UNSUPPORTED_LINK = 5
 BAD_TRAILER = 6
+BAD_TIMESTAMP = 7
+BAD_SPB_LENGTH = 8  # a simple packet block's size does not match the data its original length and snaplen give
 
 
 class RecordBlock:
@@ -94,14 +115,22 @@ class RecordBlock:
 
 
 @njit(cache=True)
-def walk_pcap(buf, pos, end, big, nsec_per_unit, linktype, r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec):  # noqa: PLR0913, PLR0917
-    """Find classic pcap records from pos: (records found, next position, outcome, offending value)."""
+def walk_pcap(  # noqa: PLR0913, PLR0917
+    buf, pos, end, big, lengths, nsec_per_unit, linktype, r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec
+):
+    """Find classic pcap records from pos: (records found, next position, outcome, offending value).
+
+    `lengths` says the order of a record's two lengths (LENGTHS_*).
+    """
     n = 0
     cap = r_off.shape[0]
     while n < cap:
         if pos + PCAP_RECORD_HEADER > end:
             return n, pos, NEED_MORE, 0
         caplen = u32(buf, pos + PCAP_CAPLEN_AT, big)
+        origlen = u32(buf, pos + PCAP_ORIGLEN_AT, big)
+        if lengths == LENGTHS_SWAPPED or (lengths == LENGTHS_MAYBE_SWAPPED and caplen > origlen):
+            caplen, origlen = origlen, caplen
         if caplen > MAX_CAPLEN:
             return n, pos, BAD_LENGTH, caplen
         if pos + PCAP_RECORD_HEADER + caplen > end:
@@ -109,7 +138,7 @@ def walk_pcap(buf, pos, end, big, nsec_per_unit, linktype, r_off, r_caplen, r_or
         r_sec[n] = u32(buf, pos, big)
         r_nsec[n] = u32(buf, pos + 4, big) * nsec_per_unit
         r_caplen[n] = caplen
-        r_origlen[n] = u32(buf, pos + PCAP_ORIGLEN_AT, big)
+        r_origlen[n] = min(origlen, MAX_ORIGLEN)
         r_off[n] = pos + PCAP_RECORD_HEADER
         r_link[n] = linktype
         n += 1
@@ -118,7 +147,7 @@ def walk_pcap(buf, pos, end, big, nsec_per_unit, linktype, r_off, r_caplen, r_or
 
 
 @njit(cache=True)
-def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0917
+def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0915, PLR0917
     buf, pos, end, big, if_link, if_supported, if_units, if_offset, if_snaplen, n_if, last_ts,
     r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec,
 ):  # fmt: skip
@@ -157,29 +186,34 @@ def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0917
                 return n, pos, BAD_LENGTH, caplen
             ts = np.uint64((u32(buf, pos + PCAPNG_TS_HIGH_AT, big) << 32) | u32(buf, pos + PCAPNG_TS_LOW_AT, big))
             units = np.uint64(if_units[iface])
-            sec = np.int64(ts // units) + if_offset[iface]
+            whole = ts // units
+            if whole > np.uint64(MAX_EPOCH_SECONDS + MAX_TSOFFSET):  # past any offset; the sum cannot overflow
+                return n, pos, BAD_TIMESTAMP, 0
+            sec = np.int64(whole) + if_offset[iface]
+            if sec < MIN_EPOCH_SECONDS or sec > MAX_EPOCH_SECONDS:
+                return n, pos, BAD_TIMESTAMP, 0
             nsec = np.int64(np.float64(ts % units) * 1e9 / np.float64(units))
             r_off[n] = pos + PCAPNG_PACKET_DATA_AT
             r_caplen[n] = caplen
-            r_origlen[n] = u32(buf, pos + PCAPNG_ORIGLEN_AT, big)
+            r_origlen[n] = min(u32(buf, pos + PCAPNG_ORIGLEN_AT, big), MAX_ORIGLEN)
             r_link[n] = if_link[iface]
             r_sec[n] = sec
             r_nsec[n] = nsec
             last_ts[0] = sec
             last_ts[1] = nsec
             n += 1
-        elif btype == PCAPNG_SPB:  # the captured length is what the block holds, up to the snaplen
+        elif btype == PCAPNG_SPB:  # the frame is its original length, cut to the snaplen, then padded to 4 bytes
             if n_if == 0:
                 return n, pos, BAD_INTERFACE, 0
             if not if_supported[0]:
                 return n, pos, UNSUPPORTED_LINK, if_link[0]
             origlen = u32(buf, pos + PCAPNG_SPB_ORIGLEN_AT, big)
-            caplen = min(origlen, blen - PCAPNG_SPB_DATA_AT - 4)
-            if if_snaplen[0] > 0:
-                caplen = min(caplen, if_snaplen[0])
+            caplen = min(origlen, if_snaplen[0]) if if_snaplen[0] > 0 else origlen
+            if caplen > MAX_CAPLEN or blen != PCAPNG_SPB_MIN + (caplen + 3) // 4 * 4:
+                return n, pos, BAD_SPB_LENGTH, origlen
             r_off[n] = pos + PCAPNG_SPB_DATA_AT
             r_caplen[n] = caplen
-            r_origlen[n] = origlen
+            r_origlen[n] = min(origlen, MAX_ORIGLEN)
             r_link[n] = if_link[0]
             r_sec[n] = last_ts[0]
             r_nsec[n] = last_ts[1]
@@ -307,6 +341,8 @@ def _next_block(stream: ByteStream, pos: int, report: FileReport) -> int | None:
     if stream.refill(pos):
         return 0
     if stream.end:
+        if stream.base == 0:  # nothing complete before it: the file's first block, its header, is cut short
+            raise stream.error(0, f"the pcapng section header is cut short ({stream.end} bytes)")
         report.truncated_records += 1
         report.warnings.append(
             f"{stream.path}: the last record, at {'uncompressed ' if stream.compressed else ''}byte offset "
@@ -321,9 +357,13 @@ def _read_pcap(stream: ByteStream, records: RecordBlock, report: FileReport) -> 
     if stream.end < PCAP_FILE_HEADER:
         raise stream.error(0, f"the pcap file header is cut short ({stream.end} of {PCAP_FILE_HEADER} bytes)")
     header = stream.buf[PCAP_VERSION_AT:PCAP_FILE_HEADER].tobytes()
-    major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack(order + "HHiIII", header)
-    if major != 2:
-        raise stream.error(PCAP_VERSION_AT, f"unsupported pcap version {major}")
+    major, minor, _zone, _sigfigs, _snaplen, network = struct.unpack(order + "HHiIII", header)
+    if (major == PCAP_VERSION_MAJOR and minor < PCAP_VERSION_MINOR_SWAP) or major == PCAP_VERSION_DGUX:
+        lengths = LENGTHS_SWAPPED
+    elif major == PCAP_VERSION_MAJOR:
+        lengths = LENGTHS_MAYBE_SWAPPED if minor == PCAP_VERSION_MINOR_SWAP else LENGTHS_IN_ORDER
+    else:
+        raise stream.error(PCAP_VERSION_AT, f"unsupported pcap version {major}.{minor}")
     linktype = network & LINKTYPE_MASK
     if linktype not in SUPPORTED_LINKTYPES:
         field = f" (header field {network})" if network != linktype else ""
@@ -334,11 +374,13 @@ def _read_pcap(stream: ByteStream, records: RecordBlock, report: FileReport) -> 
     r = records
     while True:
         n, pos, outcome, value = walk_pcap(
-            stream.buf, pos, stream.end, big, nsec_per_unit, linktype, r.off, r.caplen, r.origlen, r.link, r.sec, r.nsec
-        )
+            stream.buf, pos, stream.end, big, lengths, nsec_per_unit, linktype,
+            r.off, r.caplen, r.origlen, r.link, r.sec, r.nsec,
+        )  # fmt: skip
         if n:
             report.records += n
             yield n
+            _check_expansion(stream, pos, report)
         if outcome == BAD_LENGTH:
             raise stream.error(
                 pos,
@@ -385,6 +427,7 @@ def _read_pcapng(stream: ByteStream, records: RecordBlock, report: FileReport) -
         if n:
             report.records += n
             yield n
+            _check_expansion(stream, pos, report)
         if outcome == SPECIAL_BLOCK:
             block = _whole_block(stream, pos, big, report)
             if block is None:
@@ -402,15 +445,37 @@ def _read_pcapng(stream: ByteStream, records: RecordBlock, report: FileReport) -
             pos = _next_block(stream, pos, report)
             if pos is None:
                 return
-        elif outcome == BAD_LENGTH:
-            raise stream.error(pos, f"pcapng block or packet length {value} is impossible")
-        elif outcome == BAD_TRAILER:
-            raise stream.error(pos, f"pcapng block's trailing length {value} does not match its leading length")
-        elif outcome == BAD_INTERFACE:
-            raise stream.error(pos, f"packet names interface {value}, but the section describes only "
-                               f"{len(interfaces.link)}")  # fmt: skip
-        elif outcome == UNSUPPORTED_LINK:
-            raise stream.error(pos, f"unsupported link type {value}", UnsupportedCapture)
+        elif outcome != FULL:
+            raise _pcapng_error(stream, pos, outcome, value, len(interfaces.link))
+
+
+def _pcapng_error(stream: ByteStream, pos: int, outcome: int, value: int, n_interfaces: int) -> CaptureError:
+    """The error for a pcapng walker's outcome at pos."""
+    if outcome == UNSUPPORTED_LINK:
+        return stream.error(pos, f"unsupported link type {value}", UnsupportedCapture)
+    message = {
+        BAD_LENGTH: f"pcapng block or packet length {value} is impossible",
+        BAD_TRAILER: f"pcapng block's trailing length {value} does not match its leading length",
+        BAD_INTERFACE: f"packet names interface {value}, but the section describes only {n_interfaces}",
+        BAD_TIMESTAMP: "packet timestamp lies outside the years 1 to 9999",
+        BAD_SPB_LENGTH: f"simple packet block's size does not fit its original length {value} (cut to the "
+        "interface's snaplen)",
+    }[outcome]
+    return stream.error(pos, message)
+
+
+def _check_expansion(stream: ByteStream, pos: int, report: FileReport) -> None:
+    """Refuse a gzip stream that holds far more records per compressed byte than any capture (a decompression
+    bomb of empty records), before it costs minutes."""
+    if not isinstance(stream.source, Gunzip):
+        return
+    compressed = stream.source.consumed
+    if report.records > GZIP_SLACK_RECORDS + MAX_RECORDS_PER_COMPRESSED_BYTE * compressed:
+        raise stream.error(
+            pos,
+            f"{report.records} records from {compressed} compressed bytes, more than "
+            f"{MAX_RECORDS_PER_COMPRESSED_BYTE} per byte: a decompression bomb, not a capture",
+        )
 
 
 def _section_byte_order(stream: ByteStream, pos: int) -> bool:
@@ -465,6 +530,9 @@ def _add_interface(stream: ByteStream, pos: int, blen: int, big: bool, interface
             units = _timestamp_units(stream, pos + o, value[0])
         elif code == PCAPNG_IF_TSOFFSET and length >= 8:
             (offset,) = struct.unpack(order + "q", value[:8])
+            if abs(offset) > MAX_TSOFFSET:
+                raise stream.error(pos + o, f"if_tsoffset of {offset} s puts every timestamp outside the years 1 "
+                                   "to 9999")  # fmt: skip
         o += 4 + ((length + 3) & ~3)
     interfaces.link.append(linktype)
     interfaces.units.append(units)

@@ -44,5 +44,10 @@ class Gunzip:
                 self.ended = not self.pending
         return got
 
+    @property
+    def consumed(self) -> int:
+        """Compressed bytes inflated so far: those read but still waiting for the inflater are not counted."""
+        return self.raw.tell() - len(self.inflater.unconsumed_tail) - len(self.pending)
+
     def close(self) -> None:
         self.raw.close()

@@ -1,25 +1,24 @@
 """A flows table at a glance, for a person: `python -m mimir.capture.show FLOWS.parquet`.
 
-It prints the number of rows, the bin width, the packets and files read (from the summary written beside the
-table at ingest), the packets by kind (IPv4, IPv6, non-IP, unreadable IP, truncated records), the span of the bins
+It prints the number of rows, the bin width, the packets and files read (from the summary ingest wrote into the
+table), the packets by kind (IPv4, IPv6, non-IP, unreadable IP, truncated records), the span of the bins
 and the address pairs that sent the most bytes. No stage of the workflow calls it; the README shows its output.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mimir.capture.ingest import summary_path
+from mimir.io import recorded_summary
 
 
 def describe(flows_path: Path, top: int = 10) -> str:
     flows = pq.read_table(flows_path)
-    summary = json.loads(summary_path(flows_path).read_text())
+    summary = recorded_summary(flows_path)
     lines = [
         f"{flows_path}: {flows.num_rows:,} flow rows, {summary['bin_seconds']} s bins, "
         f"from {summary['packets']:,} packets in {len(summary['files'])} file(s)",

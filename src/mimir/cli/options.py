@@ -3,48 +3,29 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mimir.errors import EXIT_CODES, UsageError
+from mimir.errors import EXIT_CODES
 from mimir.loadmodel import DEFAULT_MIX
-from mimir.spec import ExfilWindow, RunSpec
+from mimir.spec import ExfilWindow, Range, RunSpec
 
 EXIT_CODE_TEXT = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
 Commands = Any  # argparse's private _SubParsersAction: what add_subparsers() returns
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def listed(values: Range) -> Callable[[str], tuple]:
+    """An argparse type for `10,60`: at least one number, each in `values` (argparse names the option)."""
 
+    def parse(text: str) -> tuple:
+        numbers = tuple(values.option(v) for v in text.split(",") if v.strip())
+        if not numbers:
+            raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, each in {values}")
+        return numbers
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def number_list(text: str, option: str, kind: type) -> list:
-    """`10,60` → [10, 60]; every value positive."""
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"{option}: {text!r} is not a comma-separated list of numbers") from None
-    if not values or min(values) <= 0:
-        raise UsageError(f"{option}: {text!r}: give positive numbers")
-    return values
+    return parse
 
 
 def command(commands: Commands, name: str, **kwargs: str) -> argparse.ArgumentParser:
@@ -53,30 +34,63 @@ def command(commands: Commands, name: str, **kwargs: str) -> argparse.ArgumentPa
     return commands.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
+def add_force(parser: argparse.ArgumentParser, what: str) -> None:
+    """--force: the one way to write over an existing output, and only over one this same command made."""
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace {what} that an earlier run of this same command wrote (recognised by its own marker); "
+        "without it an existing output is refused (exit 2), and nothing else (an input of this call, a file or "
+        "folder mimir did not make) is ever replaced",
+    )
+
+
 def add_run_options(parser: argparse.ArgumentParser, users: str, seed: str) -> None:
     """What a run is, for the sources that make one (synth, collect): application, load, mix, seed, capture."""
     mix = ",".join(f"{kind}={weight:g}" for kind, weight in DEFAULT_MIX.items())
+    ranges = RunSpec.RANGES
     parser.add_argument("--app", required=True, metavar="APP", help="sockshop, wordpress, online-boutique or a YAML")
-    parser.add_argument("--duration", type=positive_float, required=True, metavar="SECONDS", help="run length")
-    parser.add_argument("--users", type=positive_int, required=True, metavar="N", help=users)
     parser.add_argument(
-        "--mix", default=mix, metavar="KIND=W,...", help=f"weights of the user behaviours (default: {mix})"
+        "--duration",
+        type=ranges["duration"].option,
+        required=True,
+        metavar="SECONDS",
+        help=f"run length, {ranges['duration']}",
     )
-    parser.add_argument("--seed", type=int, default=RunSpec.seed, metavar="K", help=f"{seed} (default {RunSpec.seed})")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
+    parser.add_argument(
+        "--users", type=ranges["users"].option, required=True, metavar="N", help=f"{users}, {ranges['users']}"
+    )
+    parser.add_argument(
+        "--mix",
+        default=mix,
+        metavar="KIND=W,...",
+        help=f"weights of the user behaviours, each in [0, 1e6], one at least positive (default: {mix})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=ranges["seed"].option,
+        default=RunSpec.seed,
+        metavar="K",
+        help=f"{seed}, {ranges['seed']} (default {RunSpec.seed})",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder: new or empty"
+    )
+    add_force(parser, "a run bundle")
     parser.add_argument(
         "--snaplen",
-        type=positive_int,
+        type=ranges["snaplen"].option,
         default=RunSpec.snaplen,
         metavar="BYTES",
-        help=f"bytes captured per frame (default {RunSpec.snaplen}, at least {RunSpec.MIN_SNAPLEN})",
+        help=f"bytes captured per frame, {ranges['snaplen']}: the link, IP and TCP headers at least, tcpdump's "
+        f"largest at most (default {RunSpec.snaplen})",
     )
     parser.add_argument(
         "--rotate",
-        type=positive_int,
+        type=ranges["rotate"].option,
         default=RunSpec.rotate,
         metavar="SECONDS",
-        help=f"capture file rotation, whole seconds as tcpdump -G (default {RunSpec.rotate})",
+        help=f"capture file rotation, whole seconds as tcpdump -G, {ranges['rotate']} (default {RunSpec.rotate})",
     )
 
 
@@ -87,8 +101,9 @@ def run_spec(args: argparse.Namespace, exfil: Sequence[str] = (), **source_only:
     from mimir.loadmodel import parse_mix
 
     app = load_app(args.app)
-    if args.snaplen < RunSpec.MIN_SNAPLEN:
-        raise UsageError(f"--snaplen must be at least {RunSpec.MIN_SNAPLEN} bytes (the link, IP and TCP headers)")
+    windows = tuple(ExfilWindow.from_text(text, app) for text in exfil)
+    for text, window in zip(exfil, windows, strict=True):
+        window.check_within(args.duration, f"--exfil {text!r}")
     return RunSpec(
         app=app,
         users=args.users,
@@ -97,6 +112,6 @@ def run_spec(args: argparse.Namespace, exfil: Sequence[str] = (), **source_only:
         seed=args.seed,
         snaplen=args.snaplen,
         rotate=args.rotate,
-        exfil=tuple(ExfilWindow.from_text(text, app) for text in exfil),
+        exfil=windows,
         **source_only,
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mimir.cli.options import EXIT_CODE_TEXT, Commands, command, positive_int
+from mimir.cli.options import EXIT_CODE_TEXT, Commands, add_force, command
+from mimir.spec import CLOCK, WINDOW
 
 DESCRIPTION = """\
 Compare two sources of traffic for one application, REFERENCE (e.g. a real capture) and CANDIDATE (e.g. a
@@ -43,7 +44,7 @@ figures (medians over the windows):
 distance and tolerance:
   counts, bytes, ratios: candidate / reference, within [0.6, 1.4]; CVs: candidate / reference, within [0.5, 2];
   shares: candidate - reference, within ±0.15; n/a where a side lacks the figure.
-output (DIR, each file written under a temporary name, then renamed):
+output (DIR, each file written under a temporary name, then renamed; none may exist unless --force):
   realism.csv   figure, category, reference, candidate, distance, tolerance, within
   realism.md    the same as a markdown table, with notes on the windows and the time alignment
   realism.png, realism.svg   per-pair bytes, bytes per frame per category, per-pair CVs, both sides
@@ -65,12 +66,13 @@ def add_realism(commands: Commands) -> None:
     parser.add_argument(
         "-o", "--output", type=Path, default=Path("realism"), metavar="DIR", help="output folder (default: realism)"
     )
+    add_force(parser, "the realism.* files")
     parser.add_argument(
         "--window",
-        type=positive_int,
+        type=WINDOW.option,
         default=10,
         metavar="SECONDS",
-        help="window length; a conversation table is one window of this length (default: 10)",
+        help=f"window length, {WINDOW}; a conversation table is one window of this length (default: 10)",
     )
     parser.add_argument(
         "--peak",
@@ -88,11 +90,11 @@ def add_realism(commands: Commands) -> None:
         )
         parser.add_argument(
             f"--{side}-at",
-            type=float,
+            type=CLOCK.option,
             metavar="SECOND",
-            help=f"the log's time of the {side}'s first table (log seconds for the pickle, the events' clock for "
-            "entities.jsonl); default: an editcap split's number times the window when the pickle covers it, else "
-            "the time whose entities hold the most of the tables' in-cluster addresses",
+            help=f"the log's time of the {side}'s first table, {CLOCK} (log seconds for the pickle, the events' "
+            "clock for entities.jsonl); default: an editcap split's number times the window when the pickle covers "
+            "it, else the time whose entities hold the most of the tables' in-cluster addresses",
         )
     parser.add_argument(
         "--rename",
@@ -113,5 +115,6 @@ def run_realism(args: argparse.Namespace) -> None:
         window=args.window,
         peak=args.peak,
         renames=parse_renames(args.rename),
+        force=args.force,
     )
     print(comparison.summary)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mimir.cli.options import EXIT_CODE_TEXT, Commands, add_run_options, command, positive_float, positive_int, run_spec
-from mimir.errors import UsageError
-from mimir.spec import DEFAULT_START, ClusterSpec
+from mimir.cli.options import (
+    EXIT_CODE_TEXT,
+    Commands,
+    add_force,
+    add_run_options,
+    command,
+    run_spec,
+)
+from mimir.spec import DEFAULT_START, ClusterSpec, RunSpec
 
 
 def add_synth(commands: Commands) -> None:
@@ -22,8 +28,13 @@ def add_synth(commands: Commands) -> None:
         "such a file.\n\n" + EXIT_CODE_TEXT,
     )
     add_run_options(synth, users="peak number of active users", seed="random seed")
+    start = RunSpec.RANGES["start"]
     synth.add_argument(
-        "--start", type=int, default=DEFAULT_START, metavar="EPOCH", help="start time (default 2026-01-01T00:00Z)"
+        "--start",
+        type=start.option,
+        default=DEFAULT_START,
+        metavar="EPOCH",
+        help=f"start time, {start} (the run ends before 2106) (default 2026-01-01T00:00Z)",
     )
     synth.add_argument(
         "--exfil",
@@ -31,7 +42,8 @@ def add_synth(commands: Commands) -> None:
         default=[],
         metavar="SPEC",
         help="physical exfiltration, repeatable: path=user-db,user,front-end,outside;rate=100KB/min;start=1200;"
-        "duration=120;shape=bursts (seconds from the run's start; duration 60 if not given). The path ends with "
+        "duration=120;shape=bursts (seconds from the run's start; duration 60 if not given; the window within "
+        "the run; rate up to 1GB/s, at most 10 GB in all). The path ends with "
         "outside (egress), kube-dns,outside (DNS tunnelling) or the entry service and ingress (pulled by a "
         "client); shape constant (default) or bursts (four bursts of 3 s)",
     )
@@ -42,7 +54,8 @@ def run_synth(args: argparse.Namespace) -> None:
     from mimir.sources.synthetic import synthesize
 
     spec = run_spec(args, args.exfil, start=args.start)
-    result = synthesize(spec, args.output)
+    spec.check_synthetic("--{}".format)
+    result = synthesize(spec, args.output, force=args.force)
     print(
         f"{args.output}: {result.packets} packets in {len(result.files)} capture file(s), {spec.app.name}, "
         f"{spec.users} users, {spec.duration:g} s"
@@ -56,20 +69,24 @@ def add_import_legacy(commands: Commands) -> None:
         help="convert an experiment of the MIMIR prototype into a run bundle",
         description="Convert a prototype experiment (its pcap, its pickled cluster-creation log and, optionally, "
         "its analysis JSON) into a run bundle: capture/, entities.jsonl and run.json. The log's second 0 is the "
-        "capture's first packet. The pickle is read with an unpickler that refuses every global: a log that "
-        "would run code is rejected, never executed.",
+        "capture's first packet. The pickle is never given to Python's unpickler: a bounded interpreter of the data "
+        "opcodes reads it (size, depth, memo and expanded size limited), refuses every global, so a log that "
+        "would run code is rejected, never executed, and every field is checked against the format.",
     )
     legacy.add_argument("--pcap", required=True, type=Path, metavar="P", help="the experiment's capture")
     legacy.add_argument("--cluster-log", required=True, type=Path, metavar="L", help="the cluster-creation log")
     legacy.add_argument("--analysis-json", type=Path, metavar="J", help="the experiment's analysis JSON")
-    legacy.add_argument("-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder")
+    legacy.add_argument(
+        "-o", "--output", required=True, type=Path, metavar="RUN_DIR", help="run bundle folder: new or empty"
+    )
+    add_force(legacy, "a run bundle")
     legacy.set_defaults(handler=run_import_legacy)
 
 
 def run_import_legacy(args: argparse.Namespace) -> None:
     from mimir.sources.legacy import import_legacy
 
-    run = import_legacy(args.pcap, args.cluster_log, args.analysis_json, args.output)
+    run = import_legacy(args.pcap, args.cluster_log, args.analysis_json, args.output, force=args.force)
     events = sum(1 for _ in (args.output / "entities.jsonl").open())
     print(f"{args.output}: {run['app']} run imported, {events} entity events")
 
@@ -99,10 +116,10 @@ def _cluster_options(api: argparse._ArgumentGroup) -> None:
     d = ClusterSpec()
     api.add_argument(
         "--spawn-rate",
-        type=positive_float,
+        type=d.RANGES["spawn_rate"].option,
         default=d.spawn_rate,
         metavar="USERS/S",
-        help="Locust spawn rate (default %(default)s)",
+        help=f"Locust spawn rate, {d.RANGES['spawn_rate']} (default %(default)s)",
     )
     api.add_argument("--kubeconfig", type=Path, metavar="FILE", help="default: $KUBECONFIG or ~/.kube/config")
     api.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
@@ -112,25 +129,26 @@ def _cluster_options(api: argparse._ArgumentGroup) -> None:
     api.add_argument("--target", metavar="URL", help="the entry URL (default: the node's address and entry NodePort)")
     api.add_argument(
         "--cpu-percent",
-        type=positive_int,
+        type=d.RANGES["cpu_percent"].option,
         default=d.cpu_percent,
         metavar="P",
-        help="autoscalers' CPU target (default %(default)s)",
+        help=f"autoscalers' CPU target, {d.RANGES['cpu_percent']} (default %(default)s)",
     )
     api.add_argument(
         "--customers",
-        type=int,
+        type=d.RANGES["customers"].option,
         default=d.customers,
         metavar="N",
-        help="Sock Shop customers to register first (default %(default)s)",
+        help=f"Sock Shop customers to register first, {d.RANGES['customers']} (default %(default)s)",
     )
     api.add_argument("--no-populate", dest="populate", action="store_false", help="skip populating the application")
     api.add_argument(
         "--ready-timeout",
-        type=positive_float,
+        type=d.RANGES["ready_timeout"].option,
         default=d.ready_timeout,
         metavar="SECONDS",
-        help="how long deployment, population and the entry point may take (default %(default)s)",
+        help=f"how long deployment, population and the entry point may take, {d.RANGES['ready_timeout']} "
+        "(default %(default)s)",
     )
     api.add_argument(
         "--no-least-privilege-watch",
@@ -153,10 +171,10 @@ def _capture_options(cap: argparse._ArgumentGroup) -> None:
     cap.add_argument("--interface", default=d.interface, metavar="IF", help="capture interface (default %(default)s)")
     cap.add_argument(
         "--buffer",
-        type=positive_int,
+        type=d.RANGES["buffer_kib"].option,
         default=d.buffer_kib,
         metavar="KIB",
-        help="kernel capture buffer (default %(default)s)",
+        help=f"kernel capture buffer, {d.RANGES['buffer_kib']} (default %(default)s)",
     )
     cap.add_argument(
         "--service-network",
@@ -167,10 +185,9 @@ def _capture_options(cap: argparse._ArgumentGroup) -> None:
 
 
 def run_collect(args: argparse.Namespace) -> None:
+    from mimir.io import Claim
     from mimir.sources.cluster.collect import CollectConfig, collect, progress_printer
 
-    if args.customers < 0:
-        raise UsageError("--customers must not be negative")
     cluster = ClusterSpec(
         kubeconfig=args.kubeconfig,
         context=args.context,
@@ -190,7 +207,9 @@ def run_collect(args: argparse.Namespace) -> None:
         least_privilege_watch=args.least_privilege_watch,
         keep=args.keep,
     )
-    run = collect(CollectConfig(run_spec(args), cluster, args.output), progress=progress_printer())
+    spec = run_spec(args)
+    Claim("collect", args.force).clear(args.output)  # a bundle is filled in place: --force removes the previous one
+    run = collect(CollectConfig(spec, cluster, args.output), progress=progress_printer())
     capture = run.get("capture", {})
     print(
         f"{args.output}: {run['status']}: {capture.get('packets')} packets in {len(capture.get('files', []))} "

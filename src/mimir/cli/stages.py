@@ -7,9 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from mimir.cli.options import EXIT_CODE_TEXT, Commands, command, number_list, positive_int
-from mimir.errors import UsageError
-from mimir.spec import DEFAULT_BIN_SECONDS, FeatureSpec, check_granularities
+from mimir.cli.options import EXIT_CODE_TEXT, Commands, add_force, command, listed
+from mimir.spec import BIN, DEFAULT_BIN_SECONDS, JOBS, SEED, FeatureSpec, check_granularities, check_rate_names
 
 
 def _ingest_help() -> str:
@@ -27,7 +26,9 @@ def _ingest_help() -> str:
         "  the outermost IP header, and the ports 0 where there is no TCP/UDP/SCTP/DCCP header (or it was\n"
         "  not captured, or the packet is a later fragment); the table's metadata records the bin.\n"
         "  FLOWS.summary.json beside it: packets read, IP and non-IP packets, truncated records, per-file\n"
-        "  formats and link types, first and last timestamp.\n"
+        "  formats and link types, first and last timestamp (also in the table's metadata, which is the\n"
+        "  authority: while a table is replaced its summary file is missing, never stale).\n"
+        "  An existing output is refused (exit 2): give --force to replace a previous flows table.\n"
         "  A truncated last record (a capture stopped mid-write) is a warning; anything else malformed is\n"
         "  an error naming the file and byte offset, and nothing is written.\n\n" + EXIT_CODE_TEXT
     )
@@ -44,12 +45,13 @@ def add_ingest(commands: Commands) -> None:
     )
     ingest.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE", help="pcap, pcapng or gzip file")
     ingest.add_argument("-o", "--output", required=True, type=Path, metavar="FLOWS.parquet", help="flows table")
+    add_force(ingest, "a flows table and its summary")
     ingest.add_argument(
         "--bin",
-        type=positive_int,
+        type=BIN.option,
         default=DEFAULT_BIN_SECONDS,
         metavar="SECONDS",
-        help=f"time bin in whole seconds (default: {DEFAULT_BIN_SECONDS})",
+        help=f"time bin in whole seconds, {BIN} (default: {DEFAULT_BIN_SECONDS})",
     )
     progress = ingest.add_mutually_exclusive_group()
     progress.add_argument(
@@ -63,11 +65,14 @@ def add_ingest(commands: Commands) -> None:
 
 def run_ingest(args: argparse.Namespace) -> None:
     from mimir.capture.ingest import ingest, write_flows
+    from mimir.io import Claim
 
+    claim = Claim("ingest", args.force, inputs=tuple(args.captures))
+    claim.check_table(args.output)  # before the pass over the captures
     flows, summary = ingest(args.captures, args.bin, progress=args.progress)
     for warning in summary.warnings:
         print(f"mimir: warning: {warning}", file=sys.stderr)
-    write_flows(flows, summary, args.output)
+    write_flows(flows, summary, args.output, claim)
     print(
         f"{args.output}: {summary.flows} flows from {summary.packets} packets "
         f"({summary.ip_packets} IP, {summary.non_ip_packets} non-IP, {summary.truncated_records} truncated) "
@@ -88,6 +93,7 @@ def add_edges(commands: Commands) -> None:
     edges.add_argument("flows", type=Path, metavar="FLOWS.parquet", help="from mimir ingest")
     edges.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (entities.jsonl, run.json)")
     edges.add_argument("-o", "--output", required=True, type=Path, metavar="EDGES.parquet", help="edges table")
+    add_force(edges, "an edges table and its summary")
     edges.add_argument(
         "--keep-infra",
         action="store_true",
@@ -99,7 +105,7 @@ def add_edges(commands: Commands) -> None:
 def run_edges(args: argparse.Namespace) -> None:
     from mimir.edges import write_edges
 
-    summary = write_edges(args.flows, args.run, args.output, keep_infra=args.keep_infra)
+    summary = write_edges(args.flows, args.run, args.output, keep_infra=args.keep_infra, force=args.force)
     unknown = summary["unknown_in_cluster_addresses"]
     if unknown:
         print(
@@ -140,61 +146,72 @@ def add_features(commands: Commands) -> None:
     features.add_argument("edges", type=Path, metavar="EDGES.parquet", help="from mimir edges")
     features.add_argument("run", type=Path, metavar="RUN_DIR", help="the run bundle (run.json)")
     features.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR", help="results folder")
+    add_force(features, "the attack and feature tables")
     option = features.add_argument
+    ranges = FeatureSpec.RANGES
     option(
         "--tg",
+        type=listed(ranges["granularities"]),
         default=_listed(d.granularities),
         metavar="S,...",
-        help=f"granularities, s (default {_listed(d.granularities)})",
+        help=f"granularities, each {ranges['granularities']} (default {_listed(d.granularities)})",
     )
-    option("--rates", default=_listed(d.rates), metavar="R,...", help=f"MB per minute (default {_listed(d.rates)})")
+    option(
+        "--rates",
+        type=listed(ranges["rates"]),
+        default=_listed(d.rates),
+        metavar="R,...",
+        help=f"exfiltration rates, each {ranges['rates']} (default {_listed(d.rates)})",
+    )
     option(
         "--split",
         default=_listed(d.split),
         metavar="NAME=SHARE,...",
-        help=f"time split of the run's intervals (default {_listed(d.split)})",
+        help=f"time split of the run's intervals, shares {ranges['split']} adding up to 1 (default {_listed(d.split)})",
     )
     option(
         "--attacked-share",
-        type=float,
+        type=ranges["attacked_share"].option,
         default=d.attacked_share,
         metavar="F",
-        help=f"share of the run's time attacked, in [0, 1) (default {d.attacked_share:g})",
+        help=f"share of the run's time attacked, {ranges['attacked_share']} (default {d.attacked_share:g})",
     )
     option(
         "--attack-seconds",
-        type=positive_int,
+        type=ranges["attack_seconds"].option,
         default=d.attack_seconds,
         metavar="S",
-        help=f"attack length (default {d.attack_seconds})",
+        help=f"attack length, {ranges['attack_seconds']} (default {d.attack_seconds})",
     )
     option(
         "--rate-sd",
-        type=float,
+        type=ranges["rate_sd"].option,
         default=d.rate_sd,
         metavar="F",
-        help=f"spread of an attack's rate, share of the rate (default {d.rate_sd:g})",
+        help=f"spread of an attack's rate, share of the rate, {ranges['rate_sd']} (default {d.rate_sd:g})",
     )
     option(
         "--max-path-length",
-        type=positive_int,
+        type=ranges["max_path_length"].option,
         default=d.max_path_length,
         metavar="N",
-        help=f"services per attack path, ingress and outside not counted (default {d.max_path_length})",
+        help=f"services per attack path, ingress and outside not counted, {ranges['max_path_length']} "
+        f"(default {d.max_path_length})",
     )
     option(
         "--seeds",
-        type=positive_int,
+        type=ranges["seeds"].option,
         default=d.seeds,
         metavar="N",
-        help=f"injections per rate, stacked in each table (default {d.seeds})",
+        help=f"injections per rate, stacked in each table, {ranges['seeds']} (default {d.seeds})",
     )
     option(
         "--seed",
-        type=int,
+        type=SEED.option,
         default=0,
         metavar="K",
-        help="combined with the run and the injection's number; the rate only adds per-second noise (default 0)",
+        help=f"combined with the run and the injection's number; the rate only adds per-second noise, {SEED} "
+        "(default 0)",
     )
     option(
         "--benign-edges",
@@ -212,10 +229,10 @@ def add_features(commands: Commands) -> None:
     )
     option(
         "--jobs",
-        type=positive_int,
-        default=os.cpu_count() or 1,
+        type=JOBS.option,
+        default=min(os.cpu_count() or 1, int(JOBS.high)),
         metavar="N",
-        help="rates in parallel (default: all cores)",
+        help=f"rates in parallel, {JOBS} (default: all cores)",
     )
     features.set_defaults(handler=run_features)
 
@@ -224,22 +241,24 @@ def run_features(args: argparse.Namespace) -> None:
     from mimir.capture.ingest import recorded_bin
     from mimir.dataset import FeatureInputs, FeatureOutputs, build, parse_split
 
-    if not 0 <= args.attacked_share < 1 or args.rate_sd < 0:
-        raise UsageError("--attacked-share is in [0, 1) and --rate-sd is not negative")
-    bin_seconds = recorded_bin(args.edges)
+    split = parse_split(args.split)
+    for name, share in split.items():  # parse_split lets NaN through (its sum is no number)
+        FeatureSpec.RANGES["split"].check(share, f"--split {name}")
+    check_rate_names(args.rates, "--rates")
     spec = FeatureSpec(
-        granularities=tuple(number_list(args.tg, "--tg", int)),
-        rates=tuple(number_list(args.rates, "--rates", float)),
+        granularities=args.tg,
+        rates=args.rates,
         attack_seconds=args.attack_seconds,
         attacked_share=args.attacked_share,
         rate_sd=args.rate_sd,
         max_path_length=args.max_path_length,
         seeds=args.seeds,
-        split=parse_split(args.split),
+        split=split,
     )
+    bin_seconds = recorded_bin(args.edges, "edges")
     check_granularities(spec.granularities, bin_seconds, "--tg")
     inputs = FeatureInputs(args.edges, args.run, bin_seconds, benign_edges=args.benign_edges, policy=args.policy)
-    summary = build(inputs, FeatureOutputs(args.output), spec, seed=args.seed, jobs=args.jobs)
+    summary = build(inputs, FeatureOutputs(args.output, args.force), spec, seed=args.seed, jobs=args.jobs)
     paths = summary["paths"]
     print(
         f"{args.output}: {len(summary['tables'])} feature tables of {spec.seeds} injection(s) over "

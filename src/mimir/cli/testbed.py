@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 import json
 
-from mimir.cli.options import EXIT_CODE_TEXT, Commands, add_run_options, command, positive_float, positive_int, run_spec
+from mimir.cli.options import EXIT_CODE_TEXT, Commands, add_run_options, command, run_spec
 from mimir.errors import UsageError
-from mimir.spec import Fault, TestbedSpec
+from mimir.spec import SEED, Fault, TestbedSpec
 
 
 def add_testbed(commands: Commands) -> None:
@@ -46,7 +46,8 @@ def add_testbed(commands: Commands) -> None:
         default=[],
         metavar="SPEC",
         help="physical exfiltration by real processes, repeatable: path=my-release-pxc,wordpress,ingress;"
-        "rate=0.1MB/min;start=300;duration=120[;shape=bursts]. The path starts at a service and ends with "
+        "rate=0.1MB/min;start=300;duration=120[;shape=bursts] (the window within the run, the rate up to 1GB/s). "
+        "The path starts at a service and ends with "
         "ingress (a client pulls through the front door), outside (egress) or kube-dns,outside (DNS queries)",
     )
     run.add_argument(
@@ -67,7 +68,9 @@ def add_testbed(commands: Commands) -> None:
         "node, where tcpdump -i any sees every pod). `mimir testbed down NAME` removes it.",
         epilog=EXIT_CODE_TEXT,
     )
-    up.add_argument("--seed", type=int, default=0, metavar="K", help="seeds names and content (default 0)")
+    up.add_argument(
+        "--seed", type=SEED.option, default=0, metavar="K", help=f"seeds names and content, {SEED} (default 0)"
+    )
     _testbed_options(up)
     up.set_defaults(handler=run_up)
     down = actions.add_parser(
@@ -83,66 +86,73 @@ def add_testbed(commands: Commands) -> None:
 
 
 def _testbed_options(parser: argparse.ArgumentParser) -> None:
-    d = TestbedSpec()
+    d, ranges = TestbedSpec(), TestbedSpec.RANGES
     group = parser.add_argument_group("testbed")
     group.add_argument(
         "--wordpress-pods",
-        type=positive_int,
+        type=ranges["wordpress_pods"].option,
         default=d.wordpress_pods,
         metavar="N",
-        help="WordPress pods at least (default %(default)s)",
+        help=f"WordPress pods at least, {ranges['wordpress_pods']} (default %(default)s)",
     )
     group.add_argument(
         "--max-wordpress-pods",
-        type=positive_int,
+        type=ranges["max_wordpress_pods"].option,
         default=d.max_wordpress_pods,
         metavar="N",
-        help="WordPress pods at most, as the autoscaler may add them (default %(default)s)",
+        help=f"WordPress pods at most, as the autoscaler may add them, {ranges['max_wordpress_pods']} "
+        "(default %(default)s)",
     )
     group.add_argument(
         "--cpu-per-pod",
-        type=positive_float,
+        type=ranges["cpu_per_pod"].option,
         default=d.cpu_per_pod,
         metavar="CORES",
-        help="the autoscaler's CPU target per WordPress pod (default %(default)s)",
+        help=f"the autoscaler's CPU target per WordPress pod, {ranges['cpu_per_pod']} (default %(default)s)",
     )
     group.add_argument(
         "--scale-period",
-        type=positive_float,
+        type=ranges["scale_period"].option,
         default=d.scale_period,
         metavar="SECONDS",
-        help="seconds between the autoscaler's decisions (default %(default)s)",
+        help=f"seconds between the autoscaler's decisions, {ranges['scale_period']} (default %(default)s)",
     )
-    group.add_argument("--posts", type=positive_int, default=d.posts, metavar="N", help="posts (default %(default)s)")
-    group.add_argument("--pages", type=positive_int, default=d.pages, metavar="N", help="pages (default %(default)s)")
+    for site in ("posts", "pages"):
+        group.add_argument(
+            f"--{site}",
+            type=ranges[site].option,
+            default=getattr(d, site),
+            metavar="N",
+            help=f"{site}, {ranges[site]} (default %(default)s)",
+        )
     group.add_argument(
         "--accounts",
-        type=positive_int,
+        type=ranges["accounts"].option,
         default=d.accounts,
         metavar="N",
-        help="user accounts besides the administrator (default %(default)s)",
+        help=f"user accounts besides the administrator, {ranges['accounts']} (default %(default)s)",
     )
     group.add_argument(
         "--spawn-rate",
-        type=positive_float,
+        type=ranges["spawn_rate"].option,
         default=d.spawn_rate,
         metavar="USERS/S",
-        help="Locust spawn rate (default %(default)s)",
+        help=f"Locust spawn rate, {ranges['spawn_rate']} (default %(default)s)",
     )
     group.add_argument(
         "--buffer",
         dest="buffer_kib",
-        type=positive_int,
+        type=ranges["buffer_kib"].option,
         default=d.buffer_kib,
         metavar="KIB",
-        help="kernel capture buffer (default %(default)s)",
+        help=f"kernel capture buffer, {ranges['buffer_kib']} (default %(default)s)",
     )
     group.add_argument(
         "--ready-timeout",
-        type=positive_float,
+        type=ranges["ready_timeout"].option,
         default=d.ready_timeout,
         metavar="SECONDS",
-        help="how long each daemon may take to be ready (default %(default)s)",
+        help=f"how long each daemon may take to be ready, {ranges['ready_timeout']} (default %(default)s)",
     )
 
 
@@ -157,12 +167,17 @@ def _spec(args: argparse.Namespace, faults: tuple[Fault, ...] = ()) -> TestbedSp
 
 
 def run_testbed_command(args: argparse.Namespace) -> None:
+    from mimir.io import Claim
     from mimir.sources.cluster.collect import progress_printer
     from mimir.sources.testbed.run import TestbedConfig, run_testbed
 
     faults = tuple(Fault.from_text(text) for text in args.fault)
     spec = run_spec(args, args.exfil)
-    run = run_testbed(TestbedConfig(spec, _spec(args, faults), args.output), progress=progress_printer())
+    for text, fault in zip(args.fault, faults, strict=True):
+        fault.check_within(spec.duration, f"--fault {text!r}")
+    testbed = _spec(args, faults)
+    Claim("testbed run", args.force).clear(args.output)  # a bundle is filled in place: --force removes the previous
+    run = run_testbed(TestbedConfig(spec, testbed, args.output), progress=progress_printer())
     capture = run.get("capture", {})
     sent = sum(w.get("bytes", 0) for w in run.get("exfiltration", []))
     print(

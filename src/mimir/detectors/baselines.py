@@ -126,10 +126,15 @@ class CommunicatingServices(_Baseline):
         return 1.0
 
     def _learn(self, tables: list[pd.DataFrame], benign: list[np.ndarray]) -> None:
-        self.known_ = {c for t, b in zip(tables, benign, strict=True) for c in weight_columns(t) if (t[c][b] > 0).any()}
+        # sorted, not a set: a set is pickled in hash order, which differs between processes, and the model file
+        # must be the same bytes on every run
+        self.known_ = sorted(
+            {c for t, b in zip(tables, benign, strict=True) for c in weight_columns(t) if (t[c][b] > 0).any()}
+        )
 
     def statistic(self, table: pd.DataFrame) -> np.ndarray:
-        new = [c for c in weight_columns(table) if c not in self.known_]
+        known = set(self.known_)
+        new = [c for c in weight_columns(table) if c not in known]
         return (table[new].fillna(0.0) > 0).sum(axis=1).to_numpy(dtype=float)
 
     def to_unit(self, statistic: np.ndarray) -> np.ndarray:

@@ -2,16 +2,17 @@
 (+ analysis JSON) into a run bundle.
 
 The cluster-creation log is a Python 2 pickle of `{second: {name: (ip, '+'/'-', namespace, 'pod'/'svc',
-labels_or_selector, status_or_ip)}}`. It is read with an unpickler that refuses every global, so a pickle that
-names any callable (the way pickles run code) is rejected instead of executed.
+labels_or_selector, status_or_ip)}}`. It is untrusted input: it is read by a bounded interpreter of data opcodes
+(mimir.sources.legacy_pickle), which refuses every global and every limit crossed, and then every field is checked
+against that format, so a hostile log ends in exit 3 naming the file and the second, entity and field.
 """
 
 from __future__ import annotations
 
-import io
+import ipaddress
 import json
-import pickle
 import re
+import reprlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,65 +22,90 @@ import pandas as pd
 from mimir import __version__
 from mimir.capture.formats import ByteStream, FileReport, RecordBlock, read_records
 from mimir.errors import LegacyError
-from mimir.io import atomic_dir
+from mimir.io import Claim, atomic_dir
 from mimir.network import SERVICE_NETWORK
+from mimir.sources.legacy_pickle import read_data_pickle
 
 # the prototype's minikube: docker's bridge for pods, the default service range
 LEGACY_CLUSTER_NETWORKS = ["172.17.0.0/16", SERVICE_NETWORK]
 
 
-class _NoGlobals(pickle.Unpickler):
-    """Builtin containers and scalars only: any global (class, function) is refused."""
+# The prototype's experiments last minutes to hours; a log second beyond a year is not one of its logs.
+MAX_LOG_SECOND = 366 * 24 * 3600
+_NO_ADDRESS = frozenset({"", "None", "<none>"})  # kubectl's column for a headless service (or an unscheduled pod)
 
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load the global {module}.{name}: a cluster log holds only data")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refusing a persistent id")
+Entry = tuple[str, str, str, str, str, str]  # (ip or "", '+'/'-', namespace, 'pod'/'svc', labels, status)
 
 
-def read_cluster_log(path: Path) -> dict[int, dict[str, tuple]]:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise LegacyError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        log = _NoGlobals(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as e:
-        raise LegacyError(f"{path}: not a cluster-creation log: {e}") from None
-    if not isinstance(log, dict) or not all(isinstance(k, int) and isinstance(v, dict) for k, v in log.items()):
-        raise LegacyError(f"{path}: not a cluster-creation log: expected {{second: {{name: entry}}}}")
+def read_cluster_log(path: Path) -> dict[int | float, dict[str, tuple]]:
+    """The log, its shape checked: seconds are numbers from 0 to MAX_LOG_SECOND, each holding a dict of entries by
+    name (a non-empty string). log_events checks the entries' fields."""
+    log = read_data_pickle(path)
+    if type(log) is not dict:
+        raise LegacyError(f"{path}: not a cluster-creation log: expected {{second: {{name: entry}}}}, found a "
+                          f"{type(log).__name__}")  # fmt: skip
+    for second, entries in log.items():
+        if type(second) not in (int, float) or not 0 <= second <= MAX_LOG_SECOND:  # NaN fails the range too
+            raise LegacyError(
+                f"{path}: second {reprlib.repr(second)}: not a number of seconds from 0 to {MAX_LOG_SECOND}"
+            )
+        if type(entries) is not dict:
+            raise LegacyError(f"{path}: second {second}: expected {{name: entry}}, found a {type(entries).__name__}")
+        for name in entries:
+            if type(name) is not str or not name:
+                raise LegacyError(f"{path}: second {second}: the name {reprlib.repr(name)} is not a non-empty string")
     return log
 
 
-def _labels(text: Any) -> dict[str, str]:
-    if not isinstance(text, str) or text in ("", "<none>"):
+def _entry(entry: Any, where: str) -> Entry:
+    """One (ip, '+'/'-', namespace, 'pod'/'svc', labels[, status]) tuple, checked field by field: the address
+    canonical ("" for none), labels and status strings ("" for None)."""
+    if type(entry) is not tuple or len(entry) not in (5, 6):
+        raise LegacyError(f"{where}: expected (ip, +/-, namespace, kind, labels, status), found {reprlib.repr(entry)}")
+    ip, sign, namespace, kind, labels = entry[:5]
+    status = entry[5] if len(entry) == 6 else ""
+    if type(ip) is not str:
+        raise LegacyError(f"{where}: field ip: {reprlib.repr(ip)} is not an address string")
+    if ip not in _NO_ADDRESS:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise LegacyError(f"{where}: field ip: {reprlib.repr(ip)} is not an IPv4 or IPv6 address") from None
+    if type(sign) is not str or sign not in ("+", "-"):
+        raise LegacyError(f"{where}: field sign: {reprlib.repr(sign)} is neither '+' nor '-'")
+    if type(namespace) is not str or not namespace:
+        raise LegacyError(f"{where}: field namespace: {reprlib.repr(namespace)} is not a non-empty string")
+    if type(kind) is not str or kind not in ("pod", "svc"):
+        raise LegacyError(f"{where}: field kind: {reprlib.repr(kind)} is neither pod nor svc")
+    for field, value in (("labels", labels), ("status", status)):
+        if value is not None and type(value) is not str:
+            raise LegacyError(f"{where}: field {field}: {reprlib.repr(value)} is not a string")
+    return ("" if ip in _NO_ADDRESS else ip, sign, namespace, kind, labels or "", status or "")
+
+
+def _labels(text: str) -> dict[str, str]:
+    if text in ("", "<none>"):
         return {}
     return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
 
 
-def log_events(log: dict[int, dict[str, tuple]], start: float, source: Path) -> list[dict[str, Any]]:
-    """Entity events: an entity is added when first seen, modified when its address or labels change, deleted
+def log_events(log: dict[int | float, dict[str, tuple]], start: float, source: Path) -> list[dict[str, Any]]:
+    """Entity events of a log from read_cluster_log, each entry checked (LegacyError names source, the second, the
+    entity and the field): an entity is added when first seen, modified when its address or labels change, deleted
     when marked '-'. Ticks are full or partial listings; absence alone deletes nothing."""
     current: dict[str, tuple] = {}
     events = []
     for second in sorted(log):
         for name in sorted(log[second]):
-            entry = log[second][name]
-            if not isinstance(entry, tuple) or len(entry) < 5:
-                raise LegacyError(
-                    f"{source}: second {second}, {name!r}: expected (ip, +/-, namespace, kind, labels, ...)"
-                )
-            ip, sign, namespace, kind, labels = entry[:5]
-            kind = {"pod": "pod", "svc": "service"}.get(kind)
-            if kind is None:
-                raise LegacyError(f"{source}: second {second}, {name!r}: kind {entry[3]!r} is neither pod nor svc")
+            where = f"{source}: second {second}, {reprlib.repr(name)}"
+            ip, sign, namespace, kind, labels, _ = _entry(log[second][name], where)
+            kind = "pod" if kind == "pod" else "service"
             state = (ip, namespace, kind, labels)
             body = {
                 "kind": kind,
                 "namespace": namespace,
                 "name": name,
-                "ips": [ip] if ip and ip != "None" else [],
+                "ips": [ip] if ip else [],
                 "labels": _labels(labels) if kind == "pod" else {},
                 "selector": _labels(labels) if kind == "service" else {},
                 "owner": "",
@@ -104,8 +130,15 @@ def first_timestamp(path: Path) -> float:
     raise LegacyError(f"{path}: the capture holds no packets, so the log cannot be placed in time")
 
 
-def import_legacy(pcap: Path, cluster_log: Path, analysis: Path | None, out: Path) -> dict[str, Any]:
-    """Write the run bundle; the log's second 0 is the capture's first packet (the prototype started both)."""
+def import_legacy(
+    pcap: Path, cluster_log: Path, analysis: Path | None, out: Path, *, force: bool = False
+) -> dict[str, Any]:
+    """Write the run bundle; the log's second 0 is the capture's first packet (the prototype started both).
+
+    `out` is a new or empty folder, or with force a previous import; never a folder holding one of the inputs.
+    """
+    claim = Claim("import-legacy", force, inputs=(pcap, cluster_log, *([analysis] if analysis else [])))
+    claim.check(out, folder=True)
     log = read_cluster_log(cluster_log)
     config: dict[str, Any] = {}
     if analysis is not None:
@@ -138,7 +171,7 @@ def import_legacy(pcap: Path, cluster_log: Path, analysis: Path | None, out: Pat
         "tools": {"mimir": __version__},
         "capture": {"files": [f"capture/{pcap.name}"]},
     }
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, claim) as tmp:
         (tmp / "capture").mkdir()
         shutil.copyfile(pcap, tmp / "capture" / pcap.name)
         (tmp / "entities.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))

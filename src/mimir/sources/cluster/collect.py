@@ -33,7 +33,7 @@ import requests
 from mimir import __version__
 from mimir.apps import CONFIG, App
 from mimir.errors import ClusterError, Interrupted, MimirError, UsageError
-from mimir.io import atomic_path
+from mimir.io import Claim, atomic_path
 from mimir.loadmodel import daily_curve
 from mimir.network import POD_NETWORK
 from mimir.sources.cluster import capture, facts, kube, load, manifests, objects, populate, watcher, workloads
@@ -288,8 +288,7 @@ def collect(cfg: CollectConfig, progress: Callable[[str], None] | None = None) -
     _check_inputs(cfg)
     netns = capture.namespace_file(cfg.cluster.capture_netns)
     app_manifests = manifests.load_manifests(cfg.manifest_folder)
-    if cfg.out.exists() and any(cfg.out.iterdir()):
-        raise UsageError(f"{cfg.out}: the output folder exists and is not empty; choose another or remove it")
+    Claim("collect").check(cfg.out, folder=True)  # the command line's --force removed its previous bundle
     # connect before writing any file: a wrong cluster leaves nothing behind
     api = kube.connect(cfg.cluster.kubeconfig, cfg.cluster.context, cfg.cluster.server)
     _prepare_output(cfg.out)

@@ -24,7 +24,7 @@ from mimir import __version__, network
 from mimir.apps import App
 from mimir.capture.decode import LINKTYPE_LINUX_SLL2
 from mimir.capture.pcapwrite import payload_kinds, payload_refs, pcap_header, write_records
-from mimir.io import atomic_dir
+from mimir.io import Claim, atomic_dir
 from mimir.loadmodel import daily_curve
 from mimir.sources.synthetic.packets import OPTION_BYTES, ordered_packets
 from mimir.sources.synthetic.simulation import Simulation
@@ -113,17 +113,26 @@ def _ip(v: int) -> str:
 
 
 def synthesize(
-    cfg: RunSpec, out: Path, *, truth: bool = False, progress: bool | None = None, batch: int = 200_000
+    cfg: RunSpec,
+    out: Path,
+    *,
+    truth: bool = False,
+    progress: bool | None = None,
+    batch: int = 200_000,
+    force: bool = False,
 ) -> SynthResult:
     """Write the run bundle (capture/, entities.jsonl, run.json) into `out`; same config, same bytes.
 
+    `out` is a new or empty folder, or with force a previous bundle of synth (checked before the work starts).
     With truth=True the result also carries the generator's own packet and byte count per address pair.
     """
+    claim = Claim("synth", force)
+    claim.check(out, folder=True)
     sim = Simulation(cfg)
     conns = sim.run()
     n = conns["t0"].shape[0]
     show = sys.stderr.isatty() if progress is None else progress
-    with atomic_dir(out) as tmp, tqdm(total=n, unit="conn", desc="synth", disable=not show, leave=False) as bar:
+    with atomic_dir(out, claim) as tmp, tqdm(total=n, unit="conn", desc="synth", disable=not show, leave=False) as bar:
         (tmp / "capture").mkdir(parents=True)
         writer = _CaptureWriter(tmp / "capture", cfg, truth)
         for packets, done in ordered_packets(conns, sim.rng, cfg.duration, batch):

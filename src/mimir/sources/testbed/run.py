@@ -23,6 +23,7 @@ from typing import Any
 
 from mimir import network
 from mimir.errors import MimirError, TestbedError, UsageError
+from mimir.io import Claim
 from mimir.loadmodel import daily_curve
 from mimir.sources.cluster import capture, load
 from mimir.sources.cluster.collect import (
@@ -161,8 +162,7 @@ def run_testbed(cfg: TestbedConfig, progress: Callable[[str], None] | None = Non
         raise UsageError(f"--app {cfg.run.app.name}: the testbed runs WordPress only")
     cfg = dataclasses.replace(cfg, out=cfg.out.resolve())  # Locust and the daemons run in folders of their own
     check_host()
-    if cfg.out.exists() and any(cfg.out.iterdir()):
-        raise UsageError(f"{cfg.out}: the output folder exists and is not empty; choose another or remove it")
+    Claim("testbed run").check(cfg.out, folder=True)  # the command line's --force removed its previous bundle
     try:
         (cfg.out / "capture").mkdir(parents=True, exist_ok=True)
         (cfg.out / "load").mkdir(exist_ok=True)
