@@ -260,7 +260,7 @@ FEATURES = ("--tg", "10", "--rates", "1", "--seeds", "1")
     [
         ("flows", "a flows table (written by `mimir ingest`), not an edges table (written by `mimir edges`)"),
         ("benign-flows", "a flows table (written by `mimir ingest`), not an edges table"),
-        ("another-table", "a table of columns a, not a flows table (written by `mimir ingest`) or an edges table"),
+        ("another-table", "a table of columns a, not an edges table (written by `mimir edges`)"),
         ("not-parquet", "not a readable parquet table"),
         ("cut-short", "not a readable parquet table"),
     ],

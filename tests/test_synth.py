@@ -50,7 +50,7 @@ def run(
     """A generated run (made once per arguments), its flows and the generator's own counts."""
     out = tmp / f"{app}-{users}-{mix}-{seed}-{duration}"
     cfg = config(app, duration=duration, users=users, mix=mix, seed=seed, rotate=120)
-    result = synthesize(cfg, out, truth=True)
+    result = synthesize(cfg, out, truth=True, force=True)  # a run some other test made already: made again
     flows, _ = ingest(result.files, progress=False)
     return out, flows, result.truth
 
