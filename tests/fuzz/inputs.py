@@ -366,7 +366,8 @@ def mutate_entities(rng: random.Random, seed: Seed, other: Seed) -> tuple[bytes,
             lines.insert(k, dumps(random_event(rng, t0)))
             done.append(f"insert-event@{k + 1}")
         elif op == "duplicate":
-            lines[k:k] = [lines[k]] * rng.choice((1, 5000))
+            # many copies of a short line, a few of a long one: an input of a few MiB at most
+            lines[k:k] = [lines[k]] * min(rng.choice((1, 5000)), 1 + (4 << 20) // (len(lines[k]) + 1))
             done.append(f"duplicate@{k + 1}")
         else:
             lines[k] = rng.choice(("[1, 2]", "null", '"x"', "{", "NaN", "\x00", "{}", '{"ts": 1}', "\ufeff{}"))
