@@ -472,3 +472,9 @@ def test_a_bad_name_is_pointed_at_itself_and_an_empty_file_said_so(tmp_path: Pat
     text = FIRST_FORMAT.replace("  db:\n", "  DB:\n")
     assert f"shop.yaml:{line_of(text, 'DB:')}: services.DB: 'DB' does not match" in error(tmp_path, text)
     assert error(tmp_path, "") == f"{tmp_path / 'shop.yaml'}: (top level): the file is empty"
+
+
+def test_a_name_too_long_for_a_file_is_no_application() -> None:
+    """A name no file can have (the system refuses names over 255 bytes) is named, cut short, as no application."""
+    with pytest.raises(AppError, match=r"no application 'x{80}': give a YAML file or one of"):
+        load_app("x" * 300)

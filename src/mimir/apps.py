@@ -368,13 +368,13 @@ def find_app(name_or_path: str) -> Path:
     given = Path(name_or_path)
     if given.suffix in (".yaml", ".yml"):
         return given
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name_or_path):
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name_or_path):  # longer is no file name an app has
         for base in (Path("config") / "apps", CONFIG / "apps"):
             candidate = base / f"{name_or_path}.yaml"
             if candidate.is_file():
                 return candidate
     known = sorted(p.stem for p in (CONFIG / "apps").glob("*.yaml"))
-    raise AppError(f"no application {name_or_path!r}: give a YAML file or one of {', '.join(known)}")
+    raise AppError(f"no application {name_or_path[:80]!r}: give a YAML file or one of {', '.join(known)}")
 
 
 def load_app(name_or_path: str) -> App:
