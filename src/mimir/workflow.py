@@ -397,10 +397,11 @@ def _check_features(config: dict[str, Any]) -> None:
     """The split, unique rate names, granularities on whole flow bins, methods on configured granularities, and the
     figures' rate among the rates."""
     features = config["features"]
+    FeatureSpec.from_config(features)  # the ranges first: a rate too large for a float is named, not converted
+    rates = FeatureSpec.RANGES["rates"]
     # a rate is a float whether the YAML says 10 or 10.0: the injection's seed depends on its value
     features["rates"] = [float(rate) for rate in features["rates"]]
-    config["figures"]["rate"] = float(config["figures"]["rate"])
-    FeatureSpec.from_config(features)
+    config["figures"]["rate"] = rates.check(config["figures"]["rate"], "figures.rate")
     BIN.check(config["ingest"]["bin"], "ingest.bin")
     names: dict[str, float] = {}
     for rate in features["rates"]:
