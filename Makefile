@@ -10,6 +10,8 @@ DEB_PACKAGES := tshark tcpdump iproute2 gzip python3-venv
 TESTBED_WEB := nginx-light php8.2-fpm
 TESTBED_PACKAGES := nftables curl socat rsync mariadb-server mariadb-client galera-4 mariadb-backup redis-server \
 	php8.2-cli php8.2-mysql php8.2-redis wordpress wordpress-theme-twentytwentythree dnsmasq-base
+# the workflow on a scheduler (profiles/slurm): a single-node SLURM that the tests start and stop themselves
+SCALE_PACKAGES := slurm-wlm munge
 
 .PHONY: setup debian install-debian venv run test fuzz lint lock envs bench clean clean-results
 
@@ -19,6 +21,7 @@ debian:
 	@$(MAKE) --no-print-directory install-debian PACKAGES="$(DEB_PACKAGES)"
 	@$(MAKE) --no-print-directory install-debian PACKAGES="$(TESTBED_WEB)"
 	@$(MAKE) --no-print-directory install-debian PACKAGES="$(TESTBED_PACKAGES)"
+	@$(MAKE) --no-print-directory install-debian PACKAGES="$(SCALE_PACKAGES)"
 
 # Install what of PACKAGES is missing. Packages must not start their daemons on the host (the testbed starts its
 # own, in network namespaces): a policy-rc.d says so for the time of the install, unless the machine has one.
@@ -69,7 +72,7 @@ lint: venv
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet '.[workflow,cluster,provision,test]' 'setuptools>=75'
+	.lock-venv/bin/pip install --quiet '.[workflow,scale,cluster,provision,test]' 'setuptools>=75'
 	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mimir|pip)( |==)' > requirements.lock
 	rm -rf .lock-venv
 	$(PYTHON) envs/from_lock.py

@@ -83,24 +83,34 @@ def open_request(
     timeout = REQUEST_TIMEOUT
     if query.get("watch") == "true":
         timeout = (REQUEST_TIMEOUT[0], float(query["timeoutSeconds"]) + WATCH_MARGIN)
-    serialized = api.param_serialize(
-        method,
-        path,
-        query_params=list(query.items()),
-        header_params={"Accept": "application/json", "Content-Type": content_type},
-        body=body,
-        auth_settings=["BearerToken"],
-    )
     try:
-        response = api.call_api(*serialized, _request_timeout=timeout).response
-    except (urllib3.exceptions.HTTPError, ApiException) as e:
+        # the raw urllib3 response (unread): `_preload_content=False` leaves reading it to the caller
+        response = api.call_api(
+            path,
+            method,
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+    except ApiException as e:
+        if not e.status:  # no answer at all (a refused connection, a TLS failure)
+            raise ClusterError(f"{method} {api.configuration.host}{path}: {e.reason}") from None
+        response = e
+    except urllib3.exceptions.HTTPError as e:
         raise ClusterError(f"{method} {api.configuration.host}{path}: {e}") from None
     if not 200 <= response.status <= 299:
+        data = response.body if isinstance(response, ApiException) else response.data
+        data = data.encode() if isinstance(data, str) else (data or b"")
         try:
-            status = json.loads(response.data)
+            status = json.loads(data)
         except ValueError:
             status = {}
-        message = status.get("message") or response.data[:200].decode(errors="replace")
+        status = status if isinstance(status, dict) else {}
+        message = status.get("message") or data[:200].decode(errors="replace")
         raise ApiStatusError(response.status, status.get("reason", ""), f"{method} {path}: {response.status} {message}")
     return response
 
