@@ -31,8 +31,8 @@ from test_features import (
     reference_reciprocity,
 )
 
-from mimir.entities import INGRESS, OUTSIDE, POD, VIP
 from mimir.graphs import CodedEdges, Graphs, build_graphs
+from mimir.network import INGRESS, OUTSIDE, POD, VIP
 
 MIMIR = Path(sys.executable).with_name("mimir")
 RATES = 5

@@ -2,7 +2,8 @@
 
 Runs the workflow on the repository's `config/config.yaml` in a fresh working folder (`--directory`), as
 `make run` does after set-up, and reports the wall time, the peak resident memory of the largest process
-(`getrusage` of the children), the number of jobs, and the time spent per rule (from Snakemake's job records).
+(`getrusage` of the children), the number of jobs, the time spent per rule (from Snakemake's job records) and what
+each rule's jobs used (peak memory, wall and CPU seconds: benchmarks/resources.py).
 Nothing else compares: the research prototype needed days per figure.
 
     .venv/bin/python benchmarks/workflow.py [--dir DIR] [--cores 2]
@@ -23,6 +24,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from resources import jobs_of, table  # benchmarks/resources.py, next to this file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -70,8 +73,11 @@ def main() -> None:
         wall = time.perf_counter() - began
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         per_rule = rule_seconds(workdir)
+        used = table(jobs_of(workdir), markdown=False)
     print(f"default experiment on {args.cores} cores, set-up excluded")
     print_rules(per_rule)
+    print("\nwhat each rule's jobs used (benchmarks/resources.py DIR reads a kept --dir again)")
+    print(used)
     print(f"wall time {wall / 60:.1f} min ({wall / BUDGET_SECONDS:.2f} of the 20-minute budget)")
     print(f"peak resident memory of one process {peak_mb:,.0f} MB")
 

@@ -10,8 +10,14 @@ rule edges:
         summary="results/{run}/edges.summary.json",
     log:
         "logs/edges/{run}.log",
+    benchmark:
+        "logs/benchmarks/edges/{run}.tsv"
     conda:
         "../envs/mimir.yaml"
+    resources:
+        mem_mb=EDGES_MEM,
+        runtime=EDGES_RUNTIME,
+        cpus_per_task=1,
     params:
         bin=BIN,
         keep_infra=config["edges"]["keep_infra"],

@@ -13,8 +13,14 @@ rule features:
         ),
     log:
         "logs/features/{run}/{rate}.log",
+    benchmark:
+        "logs/benchmarks/features/{run}/{rate}.tsv"
     conda:
         "../envs/mimir.yaml"
+    resources:
+        mem_mb=features_mem_mb,
+        runtime=features_runtime,
+        cpus_per_task=1,
     params:
         root=lambda wildcards: f"results/{wildcards.run}",
         rate=rate_value,

@@ -1,5 +1,9 @@
 """Detectors fitted on each training run (all its rates and injections), scored on the runs that name it, and
 judged: one definition of every number (README: How the numbers are computed) for the tables and the figures.
+
+Each method is fitted in a job of its own (the MIMIR detector's fit on a 3-hour training run takes minutes: fits in
+parallel keep the longest chain of jobs short); every method of a training run is scored in one job, which reads
+the evaluation runs' tables once (scoring takes seconds, less than a Python start-up with the package's imports).
 """
 
 
@@ -11,8 +15,14 @@ rule model:
         card="results/models/{method}/{training}/model.json",
     log:
         "logs/model/{method}/{training}.log",
+    benchmark:
+        "logs/benchmarks/model/{method}/{training}.tsv"
     conda:
         "../envs/mimir.yaml"
+    resources:
+        mem_mb=MODEL_MEM,
+        runtime=MODEL_RUNTIME,
+        cpus_per_task=1,
     params:
         layout=TABLE_LAYOUT,
         params=method_params,
@@ -24,15 +34,21 @@ rule model:
 
 rule score:
     input:
-        model="results/models/{method}/{training}/model.joblib",
-        card="results/models/{method}/{training}/model.json",
+        models=models_of,
+        cards=cards_of,
         tables=evaluation_tables,
     output:
-        "results/eval/{method}/{training}.parquet",
+        expand("results/eval/{method}/{{training}}.parquet", method=METHODS),
     log:
-        "logs/score/{method}/{training}.log",
+        "logs/score/{training}.log",
+    benchmark:
+        "logs/benchmarks/score/{training}.tsv"
     conda:
         "../envs/mimir.yaml"
+    resources:
+        mem_mb=SCORE_MEM,
+        runtime=SCORE_RUNTIME,
+        cpus_per_task=1,
     params:
         layout=TABLE_LAYOUT,
         runs=lambda wildcards: evaluated_by(wildcards.training),
@@ -57,8 +73,14 @@ rule metrics:
         ),
     log:
         "logs/metrics.log",
+    benchmark:
+        "logs/benchmarks/metrics.tsv"
     conda:
         "../envs/mimir.yaml"
+    resources:
+        mem_mb=METRICS_MEM,
+        runtime=METRICS_RUNTIME,
+        cpus_per_task=1,
     params:
         evaluations=EVALUATIONS,
         evaluation=config["evaluation"],
@@ -81,8 +103,14 @@ rule figures:
         expand("results/figures/{figure}.svg", figure=FIGURES),
     log:
         "logs/figures.log",
+    benchmark:
+        "logs/benchmarks/figures.tsv"
     conda:
         "../envs/mimir.yaml"
+    resources:
+        mem_mb=FIGURES_MEM,
+        runtime=FIGURES_RUNTIME,
+        cpus_per_task=1,
     params:
         figures=FIGURES,
         evaluations=EVALUATIONS,

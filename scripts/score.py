@@ -1,4 +1,7 @@
-"""Snakemake adapter for rule score: one model on every run that names its training run."""
+"""Snakemake adapter for rule score: every model of one training run on every run that names it.
+
+One job per training run, not per (method, training run): one Python start-up and one read of the runs' feature
+tables serve every method, each method's scores in its own file as before."""
 
 from pathlib import Path
 
@@ -12,4 +15,5 @@ with logged(sm.log[0]):
     runs = {
         run: by_rate(sm.params.layout, tables[k * per_run : (k + 1) * per_run]) for k, run in enumerate(sm.params.runs)
     }
-    score_runs(Path(sm.input.model).parent, runs, Path(sm.output[0]))
+    for model, out in zip(sm.input.models, sm.output, strict=True):
+        score_runs(Path(model).parent, runs, Path(out))

@@ -28,7 +28,7 @@ from mimir.attacks import (
     injection_seed,
     plan,
 )
-from mimir.entities import INGRESS, OUTSIDE, POD, VIP
+from mimir.network import INGRESS, OUTSIDE, POD, VIP
 
 APPS = ["sockshop", "wordpress", "online-boutique"]
 RATES = ["1", "0.1"]

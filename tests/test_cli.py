@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -97,3 +98,31 @@ def test_every_subcommand_has_complete_help() -> None:
         assert "exit codes" in text, command
         for needle in needles:
             assert needle in text, (command, needle)
+
+
+def test_a_call_builds_only_its_command_yet_every_help_is_whole() -> None:
+    """`mimir X` declares only X in full (so it imports only what X needs); the help it prints is the same as that
+    of the parser with every command, and `mimir --help` lists every command with its line."""
+    from mimir.cli import COMMANDS, build_parser
+
+    def help_of(parser: argparse.ArgumentParser, name: str) -> str:
+        (choices,) = [a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return choices[name].format_help()
+
+    whole = build_parser()
+    assert build_parser("").format_help() == whole.format_help()
+    for name in COMMANDS:
+        assert help_of(build_parser(name), name) == help_of(whole, name), name
+
+
+def test_the_top_level_help_and_ingest_load_nothing_they_do_not_use() -> None:
+    probe = (
+        "import sys\nfrom mimir.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('numpy', 'numba', 'pyarrow', 'tqdm', 'jsonschema') if m in sys.modules))"
+    )
+    top = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, check=True)
+    assert top.stdout.splitlines()[-1] == "[]"
+    ingest = subprocess.run(
+        [sys.executable, "-c", probe, "ingest", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "numba" not in ingest.stdout.splitlines()[-1]

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mimir.entities import INGRESS, OUTSIDE, POD, VIP
 from mimir.features import (
     current_flow_betweenness,
     edge_cv,
@@ -21,6 +20,7 @@ from mimir.features import (
     vip_mismatch,
     weighted_reciprocity,
 )
+from mimir.network import INGRESS, OUTSIDE, POD, VIP
 
 GRAPHS = 120
 TOLERANCE = {"rtol": 1e-9, "atol": 1e-9}

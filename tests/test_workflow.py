@@ -72,7 +72,8 @@ def expected_jobs(config: dict) -> Counter:
     evaluated = {r["training"] for r in runs.values() if r.get("training")}  # trainings that have runs to judge
     per_run = {"synth": 1, "ingest": 1, "edges": 1, "features": len(features["rates"])}
     jobs = Counter({rule: n * len(runs) for rule, n in per_run.items()})
-    jobs.update({"model": len(methods) * len(evaluated), "score": len(methods) * len(evaluated)})
+    # a model per method and training run; one job per training run scores them all
+    jobs.update({"model": len(methods) * len(evaluated), "score": len(evaluated)})
     jobs.update({"metrics": 1, "figures": 1})
     if config.get("realism"):
         jobs["realism"] = len(config["realism"])

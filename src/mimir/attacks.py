@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mimir.entities import DNS_SERVICE, INGRESS, OUTSIDE, POD, UNKNOWN, VIP
 from mimir.errors import UsageError
+from mimir.network import DNS_SERVICE, INGRESS, OUTSIDE, POD, UNKNOWN, VIP
 from mimir.spec import BURST_SECONDS, BURSTS, FeatureSpec
 
 PACKET_BYTES = 500

@@ -14,9 +14,10 @@ import pandas as pd
 import pyarrow as pa
 
 from mimir.capture.ingest import read_table, recorded_bin, with_bin
-from mimir.entities import INFRA, INGRESS, OUTSIDE, UNKNOWN, Addressing, load_run, resolve
+from mimir.entities import Addressing, load_run, resolve
 from mimir.errors import UsageError
 from mimir.io import Claim, write_table
+from mimir.network import INFRA, INGRESS, OUTSIDE, UNKNOWN
 
 LOOPBACK = "loopback"  # the entity of the node's loopback addresses: infrastructure, like the node
 EDGE_COLUMNS = ["ts", "src", "dst", "packets", "bytes", "src_kind", "src_service", "dst_kind", "dst_service"]

@@ -19,12 +19,9 @@ import numpy as np
 import pandas as pd
 
 from mimir.errors import EntitiesError, IOFailure
+from mimir.network import DNS_SERVICE, INFRA, POD, VIP
 
-DNS_SERVICE = "kube-dns"
 INFRA_NAMESPACE = "kube-system"
-
-# entity classes
-POD, VIP, INGRESS, OUTSIDE, INFRA, UNKNOWN = "pod", "vip", "ingress", "outside", "infra", "unknown"
 
 
 @dataclass

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mimir.entities import INGRESS, OUTSIDE, POD, VIP
 from mimir.graphs import Graphs
+from mimir.network import INGRESS, OUTSIDE, POD, VIP
 
 
 def cv(values: np.ndarray) -> float:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 
+DNS_SERVICE = "kube-dns"  # the cluster DNS service's name
+# the classes of entity an address resolves to (docs/architecture.md#edges)
+POD, VIP, INGRESS, OUTSIDE, INFRA, UNKNOWN = "pod", "vip", "ingress", "outside", "infra", "unknown"
+
 SERVICE_NETWORK = "10.96.0.0/12"  # --service-cluster-ip-range of kubeadm and minikube
 POD_NETWORK = "10.244.0.0/16"  # the bridge CNI's pod range on minikube
 KUBE_DNS_VIP = "10.96.0.10"  # the tenth address of the service range, by convention

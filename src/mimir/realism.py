@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mimir.entities import DNS_SERVICE, INFRA, read_events, resolve, timeline
-from mimir.entities import POD as ENTITY_POD
-from mimir.entities import VIP as ENTITY_VIP
+from mimir.entities import read_events, resolve, timeline
 from mimir.errors import EntitiesError, IOFailure, LegacyError, UsageError
 from mimir.io import Claim, atomic_path, mark_folder
-from mimir.network import SERVICE_NETWORK
+from mimir.network import DNS_SERVICE, INFRA, SERVICE_NETWORK
+from mimir.network import POD as ENTITY_POD
+from mimir.network import VIP as ENTITY_VIP
 
 # The prototype's minikube (VirtualBox driver, docker bridge): what its conversation tables' addresses are.
 LEGACY_ADDRESSES: dict[str, Any] = {

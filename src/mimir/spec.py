@@ -21,10 +21,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from mimir.entities import DNS_SERVICE, INGRESS, OUTSIDE
 from mimir.errors import UsageError
 from mimir.loadmodel import DEFAULT_MIX, normalise_mix
-from mimir.network import SERVICE_NETWORK
+from mimir.network import DNS_SERVICE, INGRESS, OUTSIDE, SERVICE_NETWORK
 
 if TYPE_CHECKING:
     from mimir.apps import App

@@ -448,10 +448,29 @@ def _check_realism(config: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def logged(log: str | Path) -> Iterator[None]:
-    """Send the rule's stdout and stderr to its log file."""
+    """Send the rule's stdout and stderr to its log file, ending with what the job used (its exact peak memory and
+    CPU time, which the rules' `resources:` are sized from)."""
+    import time
+
     Path(log).parent.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
     with Path(log).open("w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
         yield
+        print(job_usage(time.perf_counter() - began))
+
+
+def job_usage(seconds: float) -> str:
+    """This process's peak resident memory and CPU seconds since it started (imports included), with its worker
+    processes': exact counts from the kernel, where a sampling monitor can miss a short peak."""
+    import resource
+
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+    # ru_maxrss is in kB on Linux; for the workers, that of the largest one (a job with N at once holds up to N)
+    return (
+        f"resources: peak RSS {own.ru_maxrss / 1024:.0f} MB, largest worker {workers.ru_maxrss / 1024:.0f} MB, "
+        f"CPU {cpu:.1f} s, {seconds:.1f} s in the job's code"
+    )
 
 
 def run_spec(name: str, settings: Mapping[str, Any], defaults: Mapping[str, Any], seed: int) -> RunSpec:
@@ -515,11 +534,14 @@ def import_run(inputs: Mapping[str, Any], out: Path) -> None:
     import_legacy(Path(inputs["pcap"]), Path(inputs["cluster_log"]), analysis, out)
 
 
-def ingest_run(run_dir: Path, out: Path, bin_seconds: int) -> None:
-    from mimir.capture.ingest import ingest, write_flows
+def ingest_run(run_dir: Path, out: Path, bin_seconds: int, threads: int = 1) -> None:
+    """Rule ingest: the run's capture files (run.json's capture.files, in time order) read with the rule's threads,
+    several files at once; the table is the same whatever the threads."""
+    from mimir.capture.ingest import MAX_WORKERS, ingest, write_flows
 
     run = json.loads((run_dir / "run.json").read_text())
-    flows, summary = ingest([run_dir / name for name in run["capture"]["files"]], bin_seconds, progress=False)
+    files = [run_dir / name for name in run["capture"]["files"]]
+    flows, summary = ingest(files, bin_seconds, progress=False, workers=max(1, min(threads, MAX_WORKERS)))
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     write_flows(flows, summary, out)

@@ -6,8 +6,8 @@ state lives in numpy arrays owned by `FlowTable`; when a table is full the kerne
 table grows, and the call resumes there. Memory grows with the number of distinct flows per bin (the output),
 never with the number of packets.
 
-numba caches a kernel by the date of its own file only: after editing decode.py or binary.py, which are compiled
-into `aggregate`, touch this file (or delete the package's `__pycache__`) so that the kernel is rebuilt.
+numba caches a kernel by the date of its own file only; decode.py and binary.py, which are compiled into
+`aggregate`, are kept track of by jitcache.py, which drops this module's cache when they change.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ from mimir.capture.decode import (
     network_layer,
     ports_header,
 )
+from mimir.capture.jitcache import forget_if_changed
+
+forget_if_changed(__file__, "decode.py", "binary.py", "linktypes.py")
 
 if TYPE_CHECKING:
     from mimir.capture.formats import RecordBlock
@@ -119,8 +122,43 @@ def _intern_ip(family, hi, lo, ip_slots, ip_family, ip_hi, ip_lo, counts):
         s = (s + np.uint64(1)) & mask
 
 
-@njit(cache=True)
-def aggregate(  # noqa: PLR0912, PLR0913, PLR0915, PLR0917
+@njit(inline="always", cache=True)
+def _flow_row(  # noqa: PLR0913, PLR0917
+    b, src, dst, proto, sport, dport, counts, flow_slots, f_bin, f_src, f_dst, f_proto, f_sport, f_dport,
+    f_packets, f_bytes,
+):  # fmt: skip
+    """The row of a flow, added with zero counts if new (the caller made sure there is room)."""
+    mask = np.uint64(flow_slots.shape[0] - 1)
+    s = _flow_hash(b, src, dst, proto, sport, dport) & mask
+    while True:
+        row = flow_slots[s]
+        if row < 0:
+            row = counts[0]
+            f_bin[row] = b
+            f_src[row] = src
+            f_dst[row] = dst
+            f_proto[row] = proto
+            f_sport[row] = sport
+            f_dport[row] = dport
+            f_packets[row] = 0
+            f_bytes[row] = 0
+            flow_slots[s] = row
+            counts[0] = row + 1
+            return row
+        if (
+            f_bin[row] == b
+            and f_src[row] == src
+            and f_dst[row] == dst
+            and f_dport[row] == dport
+            and f_sport[row] == sport
+            and f_proto[row] == proto
+        ):
+            return row
+        s = (s + np.uint64(1)) & mask
+
+
+@njit(cache=True, nogil=True)
+def aggregate(  # noqa: PLR0913, PLR0917
     buf, rec_off, rec_caplen, rec_origlen, rec_link, rec_sec, start, n_records, bin_seconds, stats, counts,
     flow_slots, f_bin, f_src, f_dst, f_proto, f_sport, f_dport, f_packets, f_bytes,
     ip_slots, ip_family, ip_hi, ip_lo,
@@ -175,39 +213,35 @@ def aggregate(  # noqa: PLR0912, PLR0913, PLR0915, PLR0917
         dst = _intern_ip(family, dst_hi, dst_lo, ip_slots, ip_family, ip_hi, ip_lo, counts)
         sec = rec_sec[i]
         b = sec - sec % bin_seconds
-        mask = np.uint64(flow_slots.shape[0] - 1)
-        s = _flow_hash(b, src, dst, proto, sport, dport) & mask
-        while True:
-            row = flow_slots[s]
-            if row < 0:
-                row = counts[0]
-                f_bin[row] = b
-                f_src[row] = src
-                f_dst[row] = dst
-                f_proto[row] = proto
-                f_sport[row] = sport
-                f_dport[row] = dport
-                f_packets[row] = 0
-                f_bytes[row] = 0
-                flow_slots[s] = row
-                counts[0] = row + 1
-                break
-            if (
-                f_bin[row] == b
-                and f_src[row] == src
-                and f_dst[row] == dst
-                and f_dport[row] == dport
-                and f_sport[row] == sport
-                and f_proto[row] == proto
-            ):
-                break
-            s = (s + np.uint64(1)) & mask
+        row = _flow_row(
+            b, src, dst, proto, sport, dport, counts, flow_slots, f_bin, f_src, f_dst, f_proto, f_sport, f_dport,
+            f_packets, f_bytes,
+        )  # fmt: skip
         f_packets[row] += 1
         f_bytes[row] += rec_origlen[i]
     return DONE, n_records
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
+def merge_rows(  # noqa: PLR0913, PLR0917
+    counts, flow_slots, f_bin, f_src, f_dst, f_proto, f_sport, f_dport, f_packets, f_bytes,
+    ip_slots, ip_family, ip_hi, ip_lo,
+    o_bin, o_src, o_dst, o_proto, o_sport, o_dport, o_packets, o_bytes, o_family, o_hi, o_lo,
+):  # fmt: skip
+    """Add another table's rows (its addresses given by family and words) to this one (the caller made room)."""
+    for r in range(o_bin.shape[0]):
+        a, z = o_src[r], o_dst[r]
+        src = _intern_ip(o_family[a], o_hi[a], o_lo[a], ip_slots, ip_family, ip_hi, ip_lo, counts)
+        dst = _intern_ip(o_family[z], o_hi[z], o_lo[z], ip_slots, ip_family, ip_hi, ip_lo, counts)
+        row = _flow_row(
+            o_bin[r], src, dst, o_proto[r], o_sport[r], o_dport[r], counts, flow_slots, f_bin, f_src, f_dst,
+            f_proto, f_sport, f_dport, f_packets, f_bytes,
+        )  # fmt: skip
+        f_packets[row] += o_packets[r]
+        f_bytes[row] += o_bytes[r]
+
+
+@njit(cache=True, nogil=True)
 def rehash(slots, key_hash):
     """Rebuild an open-addressing slot array of a new size from the precomputed hash of every row."""
     slots[:] = -1
@@ -219,7 +253,7 @@ def rehash(slots, key_hash):
         slots[s] = row
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def flow_hashes(f_bin, f_src, f_dst, f_proto, f_sport, f_dport):
     out = np.empty(f_bin.shape[0], dtype=np.uint64)
     for row in range(f_bin.shape[0]):
@@ -227,7 +261,7 @@ def flow_hashes(f_bin, f_src, f_dst, f_proto, f_sport, f_dport):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ip_hashes(ip_family, ip_hi, ip_lo):
     out = np.empty(ip_family.shape[0], dtype=np.uint64)
     for row in range(ip_family.shape[0]):
@@ -278,19 +312,48 @@ class FlowTable:
         n = int(self.counts[0])
         return tuple(a[:n] for a in self._flow_arrays())
 
-    def _grow(self) -> None:
-        if self.counts[0] >= self.f_bin.shape[0]:
+    def _grow(self, rows: int = 0, addresses: int = 2) -> None:
+        """Make room for `rows` more flows and `addresses` more addresses (at least for one more packet)."""
+        size = self.f_bin.shape[0]
+        while self.counts[0] + max(rows, 1) > size:
+            size *= 2
+        if size > self.f_bin.shape[0]:
             old = self._flow_columns()
-            self._alloc_flows(2 * self.f_bin.shape[0])
+            self._alloc_flows(size)
             for grown, kept in zip(self._flow_arrays(), old, strict=True):
                 grown[: kept.shape[0]] = kept
             rehash(self.flow_slots, flow_hashes(*old[:6]))
-        if self.counts[1] + 2 > self.ip_family.shape[0]:
+        size = self.ip_family.shape[0]
+        while self.counts[1] + addresses > size:
+            size *= 2
+        if size > self.ip_family.shape[0]:
             n = int(self.counts[1])
             old_ip = (self.ip_family[:n], self.ip_hi[:n], self.ip_lo[:n])
-            self._alloc_addresses(2 * self.ip_family.shape[0])
+            self._alloc_addresses(size)
             self.ip_family[:n], self.ip_hi[:n], self.ip_lo[:n] = old_ip
             rehash(self.ip_slots, ip_hashes(*old_ip))
+
+    def merge(self, other: FlowTable) -> None:
+        """Add another table's counts to this one: a flow in both sums its packets and bytes, as if one table had
+        seen every packet (how the tables of parallel workers become one)."""
+        if other.bin_seconds != self.bin_seconds:
+            raise ValueError(f"cannot merge a {other.bin_seconds} s table into a {self.bin_seconds} s one")
+        n_ip = int(other.counts[1])
+        self._grow(int(other.counts[0]), n_ip)
+        merge_rows(
+            self.counts,
+            self.flow_slots,
+            *self._flow_arrays(),
+            self.ip_slots,
+            self.ip_family,
+            self.ip_hi,
+            self.ip_lo,
+            *other._flow_columns(),
+            other.ip_family[:n_ip],
+            other.ip_hi[:n_ip],
+            other.ip_lo[:n_ip],
+        )
+        self.stats += other.stats
 
     def add(self, buf: np.ndarray, records: RecordBlock, n: int) -> None:
         """Decode and count the first n records of a block."""
@@ -336,19 +399,37 @@ class FlowTable:
         order = np.lexsort((self.ip_lo[:n_ip], self.ip_hi[:n_ip], self.ip_family[:n_ip]))
         rank = np.empty(n_ip, np.int64)
         rank[order] = np.arange(n_ip)
-        names = pa.array(self.addresses(), pa.string())
+        names = self.addresses()
         ts, src, dst, proto, sport, dport, packets, nbytes = self._flow_columns()
         rows = np.lexsort((dport, sport, proto, rank[dst], rank[src], ts))
-        return pa.table(
+        columns = [ts, src, dst, proto, sport, dport, packets, nbytes]
+        return pa.Table.from_arrays(
             [
-                pa.array(ts[rows]),
-                names.take(src[rows]),
-                names.take(dst[rows]),
-                pa.array(proto[rows]),
-                pa.array(sport[rows]),
-                pa.array(dport[rows]),
-                pa.array(packets[rows]),
-                pa.array(nbytes[rows]),
+                _texts(names, values[rows]) if field.name in ("src", "dst") else _numbers(values[rows], field.type)
+                for field, values in zip(FLOWS_SCHEMA, columns, strict=True)
             ],
             schema=FLOWS_SCHEMA,
         )
+
+
+# The columns are built from their buffers: pa.array (and pa.table) first ask pandas whether the data is a
+# DataFrame, and importing pandas for that would add most of a second to every `mimir ingest`.
+
+
+def _numbers(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A numeric column, its values in the type's width."""
+    data = np.ascontiguousarray(values, dtype=kind.to_pandas_dtype())
+    return pa.Array.from_buffers(kind, data.shape[0], [None, pa.py_buffer(data)])
+
+
+def _texts(names: list[str], codes: np.ndarray) -> pa.Array:
+    """A string column of names[code] for each code (a few thousand names, any number of rows)."""
+    encoded = [name.encode() for name in names]
+    width = max((len(e) for e in encoded), default=1)
+    lengths = np.array([len(e) for e in encoded], np.int32)
+    padded = np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(-1, width)
+    rows = padded[codes]
+    data = rows[np.arange(width) < lengths[codes][:, None]]  # each row's bytes, rows in order
+    offsets = np.zeros(codes.shape[0] + 1, np.int32)
+    np.cumsum(lengths[codes], out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), codes.shape[0], [None, pa.py_buffer(offsets), pa.py_buffer(data)])

@@ -8,6 +8,7 @@ reusable buffer; a numba walker finds the records in a block and fills a `Record
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,9 +19,12 @@ import numpy as np
 from numba import njit
 
 from mimir.capture.binary import read_u32, u16, u32
-from mimir.capture.decode import SUPPORTED_LINKTYPES
 from mimir.capture.gunzip import GZIP_MAGIC, Gunzip
+from mimir.capture.jitcache import forget_if_changed
+from mimir.capture.linktypes import SUPPORTED_LINKTYPES
 from mimir.errors import CaptureError, IOFailure, UnsupportedCapture
+
+forget_if_changed(__file__, "binary.py")
 
 BLOCK_BYTES = 16 << 20
 # The largest frame capture tools write (Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD). A record may claim more than
@@ -105,6 +109,8 @@ BAD_SPB_LENGTH = 8  # a simple packet block's size does not match the data its o
 class RecordBlock:
     """Per-record fields the format walkers fill for one block of the read buffer."""
 
+    FIELDS = ("off", "caplen", "origlen", "link", "sec", "nsec")
+
     def __init__(self, capacity: int = 1 << 18):
         self.off = np.empty(capacity, np.int64)  # where the frame starts in the buffer
         self.caplen = np.empty(capacity, np.int64)
@@ -113,8 +119,16 @@ class RecordBlock:
         self.sec = np.empty(capacity, np.int64)  # integer epoch seconds
         self.nsec = np.empty(capacity, np.int64)  # nanoseconds within the second
 
+    def swap(self, other: RecordBlock) -> None:
+        """Exchange arrays with another block: a filled block is handed to a worker, the walker goes on in a free
+        one (`read_records` reads the arrays afresh at every walk)."""
+        for name in self.FIELDS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, theirs)
+            setattr(other, name, mine)
 
-@njit(cache=True)
+
+@njit(cache=True, nogil=True)
 def walk_pcap(  # noqa: PLR0913, PLR0917
     buf, pos, end, big, lengths, nsec_per_unit, linktype, r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec
 ):
@@ -146,7 +160,7 @@ def walk_pcap(  # noqa: PLR0913, PLR0917
     return n, pos, FULL, 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0915, PLR0917
     buf, pos, end, big, if_link, if_supported, if_units, if_offset, if_snaplen, n_if, last_ts,
     r_off, r_caplen, r_origlen, r_link, r_sec, r_nsec,
@@ -222,10 +236,51 @@ def walk_pcapng(  # noqa: PLR0911, PLR0912, PLR0913, PLR0915, PLR0917
     return n, pos, FULL, 0
 
 
-class ByteStream:
-    """A file, or the decompressed stream of a gzip file, read into one reusable buffer."""
+class BufferPool:
+    """Read buffers shared by one reader and the workers counting what it read, so that the reader goes on while
+    they count: a buffer returns to the pool when nothing holds it any more, and the reader waits for one when all
+    are held. Memory stays at `count` buffers (each doubled only for a record larger than itself)."""
 
-    def __init__(self, path: Path, on_progress: Callable[[int], None] | None = None):
+    def __init__(self, count: int, nbytes: int = BLOCK_BYTES):
+        self._free: list[np.ndarray] = []
+        self._unmade = count  # buffers are allocated on first use
+        self._nbytes = nbytes
+        self._holds: dict[int, int] = {}  # id(buffer): holders
+        self._changed = threading.Condition()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A free buffer of at least nbytes, held once by the caller."""
+        with self._changed:
+            while not self._free and not self._unmade:
+                self._changed.wait()
+            if self._free:
+                buf = self._free.pop()
+            else:
+                self._unmade -= 1
+                buf = np.empty(max(nbytes, self._nbytes), np.uint8)
+            if buf.shape[0] < nbytes:
+                buf = np.empty(nbytes, np.uint8)
+            self._holds[id(buf)] = 1
+            return buf
+
+    def hold(self, buf: np.ndarray) -> None:
+        with self._changed:
+            self._holds[id(buf)] += 1
+
+    def release(self, buf: np.ndarray) -> None:
+        with self._changed:
+            self._holds[id(buf)] -= 1
+            if not self._holds[id(buf)]:
+                del self._holds[id(buf)]
+                self._free.append(buf)
+                self._changed.notify()
+
+
+class ByteStream:
+    """A file, or the decompressed stream of a gzip file, read into one reusable buffer (or, given a pool, into
+    the pool's buffers in turn: the records of a buffer it left stay valid while a worker holds it)."""
+
+    def __init__(self, path: Path, on_progress: Callable[[int], None] | None = None, pool: BufferPool | None = None):
         self.path = path
         try:
             self.raw: BinaryIO = path.open("rb", buffering=0)
@@ -234,7 +289,8 @@ class ByteStream:
         self.compressed = self.raw.read(2) == GZIP_MAGIC
         self.raw.seek(0)
         self.source: BinaryIO | Gunzip = Gunzip(self.raw) if self.compressed else self.raw
-        self.buf = np.empty(BLOCK_BYTES, np.uint8)
+        self._pool = pool
+        self.buf = pool.take(BLOCK_BYTES) if pool is not None else np.empty(BLOCK_BYTES, np.uint8)
         self.base = 0  # stream offset of buf[0]
         self.end = 0  # bytes of buf that hold data
         self.eof = False
@@ -245,6 +301,9 @@ class ByteStream:
     def close(self) -> None:
         self.source.close()
         self.raw.close()
+        if self._pool is not None and self.buf is not None:
+            self._pool.release(self.buf)
+            self.buf = None  # type: ignore[assignment]
 
     def __enter__(self) -> ByteStream:
         return self
@@ -259,7 +318,15 @@ class ByteStream:
     def refill(self, keep_from: int) -> bool:
         """Drop the bytes before buffer position keep_from and read more; False when the stream has ended."""
         leftover = self.end - keep_from
-        if keep_from:
+        if self._pool is not None:  # the old buffer may still be counted: go on in another
+            size = self.buf.shape[0] * (2 if leftover == self.buf.shape[0] else 1)
+            fresh = self._pool.take(size)
+            fresh[:leftover] = self.buf[keep_from : self.end]
+            self._pool.release(self.buf)
+            self.buf = fresh
+            self.base += keep_from
+            self.end = leftover
+        if keep_from and self._pool is None:
             self.buf[:leftover] = self.buf[keep_from : self.end]
             self.base += keep_from
             self.end = leftover

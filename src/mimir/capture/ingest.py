@@ -7,22 +7,23 @@ each appears whole or not at all, and the copy is removed while the table is rep
 from __future__ import annotations
 
 import ipaddress
+import os
+import queue
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from mimir import __version__
 from mimir.capture import decode
 from mimir.capture.flowtable import FlowTable
-from mimir.capture.formats import ByteStream, FileReport, RecordBlock, read_records
+from mimir.capture.formats import BufferPool, ByteStream, FileReport, RecordBlock, read_records
 from mimir.errors import IOFailure, TableError, UsageError
 from mimir.io import Claim, write_table
 
@@ -48,45 +49,163 @@ class IngestSummary:
     warnings: list[str] = field(default_factory=list)
 
 
+MAX_WORKERS = 256  # threads of one ingest: the bound of every "in parallel" option (mimir.spec.JOBS)
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its affinity, as a batch scheduler sets it), at most MAX_WORKERS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
+@dataclass
+class _Counts:
+    """What one worker counted: its flow table, and the time span and frame bytes of the records it saw."""
+
+    table: FlowTable
+    first_ts: float = np.inf  # epoch seconds as floats: years 1 to 9999 overflow int64 nanoseconds
+    last_ts: float = -np.inf
+    frame_bytes: int = 0
+
+    def add(self, buf: np.ndarray, records: RecordBlock, n: int) -> None:
+        self.table.add(buf, records, n)
+        stamps = records.sec[:n] + records.nsec[:n] * 1e-9
+        self.first_ts = min(self.first_ts, float(stamps.min()))
+        self.last_ts = max(self.last_ts, float(stamps.max()))
+        self.frame_bytes += int(records.origlen[:n].sum())
+
+
+def _count_file(path: Path, counters: queue.Queue[_Counts], progress: Callable[[int], None]) -> FileReport:
+    """Read one file and count it, alone, into one counter (taken from the queue for the whole file)."""
+    counts = counters.get()
+    try:
+        report = FileReport(path=str(path))
+        records = RecordBlock()
+        with ByteStream(path, on_progress=progress) as stream:
+            for n in read_records(stream, records, report):
+                counts.add(stream.buf, records, n)
+        return report
+    finally:
+        counters.put(counts)
+
+
+def _count_file_pipelined(
+    path: Path, counters: queue.Queue[_Counts], progress: Callable[[int], None], pool: ThreadPoolExecutor
+) -> FileReport:
+    """Read one file here and count its blocks in the pool's threads, each block into whichever counter is free.
+
+    The reader finds the records (a quick walk over their headers) while the workers decode and count them; the
+    buffers and record blocks in flight are bounded, so memory does not grow with the file.
+    """
+    workers = counters.qsize()
+    buffers = BufferPool(workers + 2)
+    free: queue.Queue[RecordBlock] = queue.Queue()
+    for _ in range(workers + 1):
+        free.put(RecordBlock())
+
+    def count(buf: np.ndarray, block: RecordBlock, n: int) -> None:
+        counts = counters.get()
+        try:
+            counts.add(buf, block, n)
+        finally:
+            counters.put(counts)
+            buffers.release(buf)
+            free.put(block)
+
+    report = FileReport(path=str(path))
+    walked = RecordBlock()
+    pending: list[Future[None]] = []
+    try:
+        with ByteStream(path, on_progress=progress, pool=buffers) as stream:
+            for n in read_records(stream, walked, report):
+                block = free.get()
+                block.swap(walked)
+                buffers.hold(stream.buf)
+                pending.append(pool.submit(count, stream.buf, block, n))
+                for done in [f for f in pending if f.done()]:
+                    pending.remove(done)
+                    done.result()  # a worker's error stops the reading
+    finally:
+        wait(pending)
+    for future in pending:
+        future.result()
+    return report
+
+
+def _count_all(
+    captures: list[Path], counters: queue.Queue[_Counts], workers: int, progress: Callable[[int], None]
+) -> list[FileReport]:
+    """Count every file, one after the other with one worker; else several files at once, or the blocks of a
+    single file in parallel. The reports come in the order of the files, and so does the first error."""
+    if workers == 1:
+        return [_count_file(path, counters, progress) for path in captures]
+    with ThreadPoolExecutor(workers, thread_name_prefix="ingest") as pool:
+        if len(captures) == 1:
+            return [_count_file_pipelined(captures[0], counters, progress, pool)]
+        futures = [pool.submit(_count_file, path, counters, progress) for path in captures]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:  # after an error, the files not yet begun are not read
+                future.cancel()
+
+
 def ingest(
-    captures: list[Path], bin_seconds: int = 1, *, progress: bool | None = None
+    captures: list[Path], bin_seconds: int = 1, *, progress: bool | None = None, workers: int = 1
 ) -> tuple[pa.Table, IngestSummary]:
-    """Read the captures (one run, in time order) into the flows table and its summary."""
+    """Read the captures (one run, in time order) into the flows table and its summary.
+
+    With several workers, several files are read at once, or the blocks of a single file counted in parallel;
+    each worker keeps its own table and the tables are merged at the end. Every count is a sum of integers and
+    the rows are sorted, so the table and the summary are the same, byte for byte, whatever the number of workers
+    (errors too: the first bad file in the given order is the one reported).
+    """
     if bin_seconds < 1:
         raise UsageError(f"--bin must be a whole number of seconds >= 1, not {bin_seconds}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"workers must be a whole number in 1..{MAX_WORKERS}, not {workers}")
     for path in captures:
         if not path.is_file():
             raise IOFailure(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
-    table = FlowTable(bin_seconds)
-    records = RecordBlock()
+    counters: queue.Queue[_Counts] = queue.Queue()
+    everyone = [_Counts(FlowTable(bin_seconds)) for _ in range(workers)]
+    for counts in everyone:
+        counters.put(counts)
     summary = IngestSummary(files=[], bin_seconds=bin_seconds)
-    first_ts, last_ts = np.inf, -np.inf  # epoch seconds as floats: years 1 to 9999 overflow int64 nanoseconds
     total = sum(p.stat().st_size for p in captures)
     show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=not show, leave=False) as bar:
-        for path in captures:
-            report = FileReport(path=str(path))
-            with ByteStream(path, on_progress=bar.update) as stream:
-                for n in read_records(stream, records, report):
-                    table.add(stream.buf, records, n)
-                    stamps = records.sec[:n] + records.nsec[:n] * 1e-9
-                    first_ts = min(first_ts, float(stamps.min()))
-                    last_ts = max(last_ts, float(stamps.max()))
-                    summary.frame_bytes += int(records.origlen[:n].sum())
-            summary.files.append(report)
-            summary.packets += report.records
-            summary.truncated_records += report.truncated_records
-            summary.warnings.extend(report.warnings)
-    stats = table.stats
+    if show:
+        from tqdm import tqdm  # only for a bar: its import is a tenth of a second of every `mimir ingest`
+
+        with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", leave=False) as bar:
+            reports = _count_all(captures, counters, workers, bar.update)
+    else:
+        reports = _count_all(captures, counters, workers, lambda _: None)
+    for report in reports:
+        summary.files.append(report)
+        summary.packets += report.records
+        summary.truncated_records += report.truncated_records
+        summary.warnings.extend(report.warnings)
+    merged = everyone[0]
+    for counts in everyone[1:]:
+        merged.table.merge(counts.table)
+        merged.first_ts = min(merged.first_ts, counts.first_ts)
+        merged.last_ts = max(merged.last_ts, counts.last_ts)
+        merged.frame_bytes += counts.frame_bytes
+    summary.frame_bytes = merged.frame_bytes
+    stats = merged.table.stats
     summary.ipv4_packets = int(stats[decode.STAT_IPV4])
     summary.ipv6_packets = int(stats[decode.STAT_IPV6])
     summary.ip_packets = summary.ipv4_packets + summary.ipv6_packets
     summary.non_ip_packets = int(stats[decode.STAT_NON_IP])
     summary.unreadable_ip_packets = int(stats[decode.STAT_BAD_IP])
-    flows = table.to_arrow()
+    flows = merged.table.to_arrow()
     summary.flows = flows.num_rows
     if summary.packets:
-        summary.first_ts, summary.last_ts = first_ts, last_ts
+        summary.first_ts, summary.last_ts = merged.first_ts, merged.last_ts
     return flows, summary
 
 
@@ -186,6 +305,8 @@ def read_table(path: Path, kind: str) -> pa.Table:
     for name in TABLE_COLUMNS[kind]:
         if table.column(name).null_count:
             raise TableError(f"{path}: column {name!r} has {table.column(name).null_count} empty value(s)")
+    import pyarrow.compute as pc  # only here: its import costs a tenth of a second of every `mimir ingest`
+
     for name in ADDRESS_COLUMNS.get(kind, ()):
         for text in pc.unique(table.column(name)).to_pylist():  # a few thousand distinct addresses at most
             try:

@@ -14,7 +14,6 @@ def add_provision(commands: Commands) -> None:
     provision = command(
         commands,
         "provision",
-        help="provision collection hosts with Ansible (docker, minikube, capture tools, Locust, mimir)",
         description="Run the project's playbook (ansible/site.yml) on the hosts of an Ansible inventory: Docker, "
         "a pinned single-node minikube cluster (kube-proxy in iptables mode, bridge CNI, metrics-server), kubectl, "
         "Helm, tcpdump and tshark, SBCL, Locust, and mimir itself from this checkout (its tracked files, sent as "

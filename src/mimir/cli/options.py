@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mimir.errors import EXIT_CODES
-from mimir.loadmodel import DEFAULT_MIX
-from mimir.spec import ExfilWindow, Range, RunSpec
+from mimir.cli import COMMANDS, EXIT_CODE_TEXT
 
-EXIT_CODE_TEXT = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+if TYPE_CHECKING:
+    from mimir.spec import Range, RunSpec
+
 
 Commands = Any  # argparse's private _SubParsersAction: what add_subparsers() returns
 
@@ -29,8 +29,11 @@ def listed(values: Range) -> Callable[[str], tuple]:
 
 
 def command(commands: Commands, name: str, **kwargs: str) -> argparse.ArgumentParser:
-    """A subcommand whose help keeps its line breaks and ends with the exit codes (unless it gives its own)."""
+    """A subcommand whose help keeps its line breaks and ends with the exit codes (unless it gives its own); a
+    top-level one takes its one-line help from `mimir.cli.COMMANDS`."""
     kwargs.setdefault("epilog", EXIT_CODE_TEXT)
+    if name in COMMANDS and commands.dest == "command":
+        kwargs.setdefault("help", COMMANDS[name][2])
     return commands.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
@@ -47,6 +50,9 @@ def add_force(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_run_options(parser: argparse.ArgumentParser, users: str, seed: str) -> None:
     """What a run is, for the sources that make one (synth, collect): application, load, mix, seed, capture."""
+    from mimir.loadmodel import DEFAULT_MIX
+    from mimir.spec import RunSpec
+
     mix = ",".join(f"{kind}={weight:g}" for kind, weight in DEFAULT_MIX.items())
     ranges = RunSpec.RANGES
     parser.add_argument("--app", required=True, metavar="APP", help="sockshop, wordpress, online-boutique or a YAML")
@@ -99,6 +105,7 @@ def run_spec(args: argparse.Namespace, exfil: Sequence[str] = (), **source_only:
     start time)."""
     from mimir.apps import load_app
     from mimir.loadmodel import parse_mix
+    from mimir.spec import ExfilWindow, RunSpec
 
     app = load_app(args.app)
     windows = tuple(ExfilWindow.from_text(text, app) for text in exfil)

@@ -57,7 +57,6 @@ def add_realism(commands: Commands) -> None:
     parser = command(
         commands,
         "realism",
-        help="compare two sources of traffic for one application: how alike are they?",
         description=DESCRIPTION,
         epilog=EPILOG + EXIT_CODE_TEXT,
     )

@@ -20,7 +20,6 @@ def add_synth(commands: Commands) -> None:
     synth = command(
         commands,
         "synth",
-        help="generate a synthetic run (capture, entities, run.json) of an application under load",
         description="Simulate a microservice application on a one-node Kubernetes cluster under a daily load "
         "curve (24 phases) and write the run bundle a capture on the node's 'any' interface would give: "
         "capture/*.pcap (Linux cooked v2, rotated), entities.jsonl and run.json. Same arguments, same bytes.",
@@ -66,7 +65,6 @@ def add_import_legacy(commands: Commands) -> None:
     legacy = command(
         commands,
         "import-legacy",
-        help="convert an experiment of the MIMIR prototype into a run bundle",
         description="Convert a prototype experiment (its pcap, its pickled cluster-creation log and, optionally, "
         "its analysis JSON) into a run bundle: capture/, entities.jsonl and run.json. The log's second 0 is the "
         "capture's first packet. The pickle is never given to Python's unpickler: a bounded interpreter of the data "
@@ -95,7 +93,6 @@ def add_collect(commands: Commands) -> None:
     collect = command(
         commands,
         "collect",
-        help="collect a run on a Kubernetes cluster: deploy, populate, load, capture and watch",
         description="Deploy the application from its pinned manifests (config/k8s/<APP>/) with the Kubernetes API, "
         "set replicas and autoscalers from config/apps/<APP>.yaml, wait for readiness through the API, populate it, "
         "then record a run bundle: tcpdump on the node's 'any' interface (capture/*.pcap, rotated), the API's watch "

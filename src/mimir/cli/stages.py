@@ -12,7 +12,7 @@ from mimir.spec import BIN, DEFAULT_BIN_SECONDS, JOBS, SEED, FeatureSpec, check_
 
 
 def _ingest_help() -> str:
-    from mimir.capture.decode import SUPPORTED_LINKTYPES
+    from mimir.capture.linktypes import SUPPORTED_LINKTYPES
 
     kinds = "\n".join(f"  {number:>4}  {name}" for number, name in sorted(SUPPORTED_LINKTYPES.items()))
     return (
@@ -38,7 +38,6 @@ def add_ingest(commands: Commands) -> None:
     ingest = command(
         commands,
         "ingest",
-        help="turn capture files into a per-time-bin flows table",
         description="Read capture files (one run, given in time order: a rotated capture makes one table) "
         "in a single streaming pass and write its flows table and summary.",
         epilog=_ingest_help(),
@@ -53,6 +52,14 @@ def add_ingest(commands: Commands) -> None:
         metavar="SECONDS",
         help=f"time bin in whole seconds, {BIN} (default: {DEFAULT_BIN_SECONDS})",
     )
+    ingest.add_argument(
+        "--workers",
+        type=JOBS.option,
+        default=None,
+        metavar="N",
+        help=f"threads, {JOBS}: several files are read at once, or one file's blocks counted in parallel; the table "
+        "is the same, byte for byte, whatever N (default: the cores this process may use)",
+    )
     progress = ingest.add_mutually_exclusive_group()
     progress.add_argument(
         "--progress", dest="progress", action="store_true", default=None, help="always show a progress bar"
@@ -64,12 +71,13 @@ def add_ingest(commands: Commands) -> None:
 
 
 def run_ingest(args: argparse.Namespace) -> None:
-    from mimir.capture.ingest import ingest, write_flows
+    from mimir.capture.ingest import default_workers, ingest, write_flows
     from mimir.io import Claim
 
     claim = Claim("ingest", args.force, inputs=tuple(args.captures))
     claim.check_table(args.output)  # before the pass over the captures
-    flows, summary = ingest(args.captures, args.bin, progress=args.progress)
+    workers = args.workers or default_workers()
+    flows, summary = ingest(args.captures, args.bin, progress=args.progress, workers=workers)
     for warning in summary.warnings:
         print(f"mimir: warning: {warning}", file=sys.stderr)
     write_flows(flows, summary, args.output, claim)
@@ -84,7 +92,6 @@ def add_edges(commands: Commands) -> None:
     edges = command(
         commands,
         "edges",
-        help="resolve a flows table's addresses to the run's entities, per second",
         description="Attribute every flow to the entity that held its addresses at that time (entities.jsonl "
         "replayed: IP reuse, pods added and removed, services by selector) and write one row per (time bin, src "
         "entity, dst entity) with packets, bytes and both ends' kind (pod, vip, ingress, outside, infra, unknown) "
@@ -130,7 +137,6 @@ def add_features(commands: Commands) -> None:
     features = command(
         commands,
         "features",
-        help="inject exfiltration and compute the labelled feature tables of a run",
         description="For each exfiltration rate, inject attacks SEEDS times (each injection from its own seed; every\n"
         "rate gets the same attacks, only scaled) at the flows' bin, aggregate them to every granularity and\n"
         "write OUT/attacks/{rate}.parquet (every injection, with a seed column) and\n"

@@ -15,7 +15,6 @@ def add_testbed(commands: Commands) -> None:
     testbed = command(
         commands,
         "testbed",
-        help="a real WordPress testbed in network namespaces: run it as a source of runs, or bring it up to explore",
         description="WordPress (nginx + php-fpm pods), a 3-member MariaDB Galera cluster, Redis and dnsmasq as "
         "cluster DNS, each pod a network namespace on a node namespace's bridge, Services as nftables DNAT VIPs "
         "with kube-proxy's random endpoint choice, a NodePort with SNAT, a load generator and an outside world "

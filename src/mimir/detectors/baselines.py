@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.stats import gamma
 
 from mimir.detectors import WEIGHT_PREFIX, Detector, Tables, coarse, validation_threshold, weight_columns
-from mimir.entities import INGRESS, OUTSIDE
+from mimir.network import INGRESS, OUTSIDE
 
 _FLOOR = 1e-12  # smallest mean dissimilarity: a direction constant in training still gives a proper distribution
 

@@ -22,8 +22,7 @@ import numpy as np
 
 from mimir import network
 from mimir.apps import ConnectionPolicy
-from mimir.entities import DNS_SERVICE
-from mimir.network import EPHEMERAL_PORTS, ipv4_int
+from mimir.network import DNS_SERVICE, EPHEMERAL_PORTS, ipv4_int
 from mimir.sources.synthetic.connections import MODE_OPEN, MODE_REFUSED, MODE_STREAM, MODE_TCP, MODE_UDP
 from mimir.sources.synthetic.pods import SCALE_WINDOW
 from mimir.spec import BURST_SECONDS, BURSTS, ExfilWindow

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimir.entities import DNS_SERVICE, INGRESS, OUTSIDE
 from mimir.errors import TestbedError
-from mimir.network import ATTACKER_CLIENT, EXFIL_DESTINATION
+from mimir.network import ATTACKER_CLIENT, DNS_SERVICE, EXFIL_DESTINATION, INGRESS, OUTSIDE
 from mimir.sources.testbed.network import NODE_PORT, OUTSIDE_GATEWAY, Network, Pod
 from mimir.sources.testbed.processes import Daemon
 from mimir.sources.testbed.relay import EXFIL_PORT
