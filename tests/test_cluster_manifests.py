@@ -2,7 +2,8 @@
 
 Each document is checked against the official client's own model of its kind (its field names and OpenAPI
 types, recursively): an unknown field or a wrong type is refused; the application topologies of config/apps are
-the reference for names, namespaces and the entry point. Locustfiles are read with `ast`, so Locust is never imported here.
+the reference for names, namespaces and the entry point. Locustfiles are read with `ast`, so Locust is never
+imported here.
 """
 
 from __future__ import annotations
