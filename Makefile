@@ -72,7 +72,7 @@ lint: venv
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet '.[workflow,scale,cluster,provision,test]' 'setuptools>=75'
+	.lock-venv/bin/pip install --quiet '.[workflow,cluster,scale,provision,test]' 'setuptools>=75'
 	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mimir|pip)( |==)' > requirements.lock
 	rm -rf .lock-venv
 	$(PYTHON) envs/from_lock.py
