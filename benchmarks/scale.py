@@ -138,7 +138,8 @@ def run_slurm(root: Path, config: dict[str, Any], slots: int) -> tuple[float, in
     with SlurmCluster(Path(tempfile.mkdtemp(prefix="mimir-slurm-")), cpus=slots) as cluster:
         # a job runs Snakemake from the PATH it was submitted with: this venv's first
         env = {**cluster.env, "PATH": f"{SNAKEMAKE.parent}:{cluster.env.get('PATH', '')}"}
-        wall = timed(command(workdir, "--profile", str(PROFILE)), env=env)
+        # no job asks for more CPUs than the node has (rule ingest's 2 threads would stay pending on a 1-CPU node)
+        wall = timed(command(workdir, "--profile", str(PROFILE), "--max-threads", str(slots)), env=env)
         submitted = len(cluster.submitted())
     if submitted != planned:
         raise RuntimeError(f"{submitted} jobs went through sbatch, {planned} were planned")
