@@ -351,26 +351,16 @@ PartitionName=main Nodes={host} Default=YES MaxTime=INFINITE State=UP
             time.sleep(0.2)
         raise SlurmUnavailable(f"timed out after {timeout:.0f} s waiting for {what}\n{self.log_tail()}")
 
+    def _ask(self, *command: str) -> subprocess.CompletedProcess:
+        """One SLURM client command against this cluster (its SLURM_CONF), its answer as text."""
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=15, check=False)
+
     def _node_idle(self) -> bool:
-        done = subprocess.run(
-            ["sinfo", "--noheader", "--format=%T"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
+        done = self._ask("sinfo", "--noheader", "--format=%T")
         return done.returncode == 0 and done.stdout.strip() == "idle"
 
     def _queue(self) -> list[str]:
-        done = subprocess.run(
-            ["squeue", "--noheader", "--format=%i"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
+        done = self._ask("squeue", "--noheader", "--format=%i")
         return done.stdout.split() if done.returncode == 0 else []
 
     def _wait_ready(self) -> None:
