@@ -12,6 +12,8 @@ TESTBED_PACKAGES := nftables curl socat rsync mariadb-server mariadb-client gale
 	php8.2-cli php8.2-mysql php8.2-redis wordpress wordpress-theme-twentytwentythree dnsmasq-base
 # the workflow on a scheduler (profiles/slurm): a single-node SLURM that the tests start and stop themselves
 SCALE_PACKAGES := slurm-wlm munge
+# `mimir live`'s tests replay captures onto a veth in a network namespace
+LIVE_PACKAGES := tcpreplay
 
 .PHONY: setup debian install-debian venv run test fuzz lint lock envs bench clean clean-results
 
@@ -22,6 +24,7 @@ debian:
 	@$(MAKE) --no-print-directory install-debian PACKAGES="$(TESTBED_WEB)"
 	@$(MAKE) --no-print-directory install-debian PACKAGES="$(TESTBED_PACKAGES)"
 	@$(MAKE) --no-print-directory install-debian PACKAGES="$(SCALE_PACKAGES)"
+	@$(MAKE) --no-print-directory install-debian PACKAGES="$(LIVE_PACKAGES)"
 
 # Install what of PACKAGES is missing. Packages must not start their daemons on the host (the testbed starts its
 # own, in network namespaces): a policy-rc.d says so for the time of the install, unless the machine has one.
@@ -72,7 +75,7 @@ lint: venv
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet '.[workflow,cluster,scale,provision,test]' 'setuptools>=75'
+	.lock-venv/bin/pip install --quiet '.[workflow,cluster,scale,live,provision,test]' 'setuptools>=75'
 	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mimir|pip)( |==)' > requirements.lock
 	rm -rf .lock-venv
 	$(PYTHON) envs/from_lock.py

@@ -10,6 +10,7 @@ the evaluation runs' tables once (scoring takes seconds, less than a Python star
 rule model:
     input:
         tables=training_tables,
+        run="data/runs/{training}",
     output:
         model="results/models/{method}/{training}/model.joblib",
         card="results/models/{method}/{training}/model.json",

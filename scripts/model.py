@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from mimir.entities import read_run
 from mimir.experiment import Protocol, by_rate, fit_model
 from mimir.spec import rate_name
 from mimir.workflow import logged
@@ -16,4 +17,5 @@ with logged(sm.log[0]):
         {sm.wildcards.training: [tables[rate] for rate in sorted(tables, key=rate_name)]},  # file-name order, as ever
         Path(sm.output.model).parent,
         Protocol.from_config(sm.params.evaluation),
+        read_run(Path(sm.input.run)).get("sensitive", []),
     )

@@ -63,11 +63,12 @@ def test_the_base_install_leaves_out_ansible_locust_kubernetes_and_snakemake() -
     base = closure(PROJECT["dependencies"])
     assert not base & HEAVY, sorted(base & HEAVY)
     assert {"numpy", "pandas", "pyarrow", "numba", "scikit-learn", "networkx", "pyyaml", "jsonschema"} <= base
-    assert set(EXTRAS) == {"workflow", "cluster", "scale", "provision", "test"}
+    assert set(EXTRAS) == {"workflow", "cluster", "scale", "live", "provision", "test"}
     assert {"snakemake"} <= closure(EXTRAS["workflow"])
     plugins = {"snakemake-executor-plugin-slurm", "snakemake-executor-plugin-kubernetes", "snakemake-storage-plugin-s3"}
     assert plugins <= closure(EXTRAS["scale"])
     assert {"kubernetes", "locust", "requests"} <= closure(EXTRAS["cluster"])
+    assert {"prometheus-client"} <= closure(EXTRAS["live"])
     assert {"ansible-core", "ansible-runner"} <= closure(EXTRAS["provision"])
 
 

@@ -47,6 +47,14 @@ def build_edges(
 ) -> tuple[pd.DataFrame, dict]:
     """The edges table of one run and its summary."""
     spans, addressing, _ = load_run(run_dir)
+    return resolve_flows(flows, spans, addressing, bin_seconds=bin_seconds, keep_infra=keep_infra)
+
+
+def resolve_flows(
+    flows: pa.Table, spans: pd.DataFrame, addressing: Addressing, *, bin_seconds: int, keep_infra: bool = False
+) -> tuple[pd.DataFrame, dict]:
+    """Edges and their summary from flows and an address timeline: a whole run's (`build_edges`) or the closing
+    interval's of `mimir live`, which thus resolves every bin exactly as the batch path does."""
     f = flows.group_by(["ts", "src", "dst"]).aggregate([("packets", "sum"), ("bytes", "sum")]).to_pandas()
     f = f.rename(columns={"packets_sum": "packets", "bytes_sum": "bytes"})
     f["t"] = f["ts"] + bin_seconds / 2  # the middle of the bin decides who held an address

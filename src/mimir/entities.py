@@ -188,6 +188,28 @@ def _event_problem(event: Any) -> str | None:
     return None
 
 
+def parse_event(raw: bytes, path: Path, number: int) -> dict[str, Any] | None:
+    """One line of an entities.jsonl as an event (None for a blank line), checked against the format: an error
+    names the file, the line and the key. `ts` becomes a float."""
+    try:  # an editor's byte order mark is not part of the data
+        line = (raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw).decode()
+    except UnicodeDecodeError as e:
+        raise EntitiesError(f"{path}: line {number}: not UTF-8 text (byte {e.start + 1})") from None
+    if not line.strip():
+        return None
+    try:
+        event = parse_json(line, every_number=False)
+    except json.JSONDecodeError as e:
+        raise EntitiesError(f"{path}: line {number}, column {e.pos + 1}: not JSON: {e.msg}") from None
+    except ValueError as e:
+        raise EntitiesError(f"{path}: line {number}: not JSON: {e}") from None
+    problem = _event_problem(event)
+    if problem:
+        raise EntitiesError(f"{path}: line {number}: {problem}")
+    event["ts"] = float(event["ts"])
+    return event
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The events of an entities.jsonl in time order, each line checked against the format (an error names the
     file, the line and the key). Lines may come a little out of order (the watcher's threads stamp before they
@@ -196,23 +218,9 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     try:
         with path.open("rb") as lines:
             for number, raw in enumerate(lines, 1):
-                try:  # an editor's byte order mark is not part of the data
-                    line = (raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw).decode()
-                except UnicodeDecodeError as e:
-                    raise EntitiesError(f"{path}: line {number}: not UTF-8 text (byte {e.start + 1})") from None
-                if not line.strip():
-                    continue
-                try:
-                    event = parse_json(line, every_number=False)
-                except json.JSONDecodeError as e:
-                    raise EntitiesError(f"{path}: line {number}, column {e.pos + 1}: not JSON: {e.msg}") from None
-                except ValueError as e:
-                    raise EntitiesError(f"{path}: line {number}: not JSON: {e}") from None
-                problem = _event_problem(event)
-                if problem:
-                    raise EntitiesError(f"{path}: line {number}: {problem}")
-                event["ts"] = float(event["ts"])
-                events.append(event)
+                event = parse_event(raw, path, number)
+                if event is not None:
+                    events.append(event)
     except FileNotFoundError:
         raise EntitiesError(f"{path}: no such file: not a run bundle") from None
     except OSError as e:

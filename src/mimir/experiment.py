@@ -145,9 +145,11 @@ def fit_model(
     training: Mapping[str, Sequence[Tables]],
     out: Path,
     protocol: Protocol | None = None,
+    sensitive: Sequence[str] = (),
 ) -> None:
     """Fit `method` on the training runs' tables (per run, one table set per rate, every injection stacked);
-    write the model and its card. The splits are checked against `protocol` first."""
+    write the model and its card. The splits are checked against `protocol` first. The card records the training
+    run's sensitive services, from which the flow features were computed: `mimir live` computes them alike."""
     for run, per_rate in training.items():
         if protocol is not None:
             check_splits(run, per_rate[0], protocol)
@@ -162,6 +164,7 @@ def fit_model(
         "seed": seed,
         "granularities": sorted(_only(tables[0], method)),
         "training_runs": list(training),
+        "sensitive": sorted(sensitive),
         "threshold": float(detector.threshold),
         "features": sorted({c for t in tables for tg in t for c in feature_columns(t[tg])}),
         "versions": {"mimir": __version__},

@@ -16,6 +16,7 @@ from mimir.errors import MissingExtra
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "cluster": ("kubernetes", "locust", "requests", "urllib3"),
     "provision": ("ansible", "ansible_runner"),
+    "live": ("prometheus_client",),
 }
 
 

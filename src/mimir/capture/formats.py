@@ -280,14 +280,26 @@ class ByteStream:
     """A file, or the decompressed stream of a gzip file, read into one reusable buffer (or, given a pool, into
     the pool's buffers in turn: the records of a buffer it left stay valid while a worker holds it)."""
 
-    def __init__(self, path: Path, on_progress: Callable[[int], None] | None = None, pool: BufferPool | None = None):
+    def __init__(
+        self,
+        path: Path,
+        on_progress: Callable[[int], None] | None = None,
+        pool: BufferPool | None = None,
+        *,
+        raw: BinaryIO | None = None,
+    ):
+        """`raw`: an open stream read instead of opening `path`, which then only names it (a pipe: never sought,
+        never decompressed)."""
         self.path = path
-        try:
-            self.raw: BinaryIO = path.open("rb", buffering=0)
-        except OSError as e:
-            raise IOFailure(f"{path}: cannot open: {e.strerror}") from None
-        self.compressed = self.raw.read(2) == GZIP_MAGIC
-        self.raw.seek(0)
+        if raw is not None:
+            self.raw, self.compressed = raw, False
+        else:
+            try:
+                self.raw = path.open("rb", buffering=0)
+            except OSError as e:
+                raise IOFailure(f"{path}: cannot open: {e.strerror}") from None
+            self.compressed = self.raw.read(2) == GZIP_MAGIC
+            self.raw.seek(0)
         self.source: BinaryIO | Gunzip = Gunzip(self.raw) if self.compressed else self.raw
         self._pool = pool
         self.buf = pool.take(BLOCK_BYTES) if pool is not None else np.empty(BLOCK_BYTES, np.uint8)
@@ -335,14 +347,19 @@ class ByteStream:
             bigger[: self.end] = self.buf[: self.end]
             self.buf = bigger
         before = self.end
+        self._fill()
+        self._report()
+        return self.end > before
+
+    def _fill(self) -> None:
+        """Read until the buffer is full or the stream ends: a file in the fewest, largest reads (a live source
+        returns sooner, with what has arrived: mimir.live.capture)."""
         view = memoryview(self.buf)
         while not self.eof and self.end < self.buf.shape[0]:
             got = self._read_into(view[self.end :])
             if not got:
                 self.eof = True
             self.end += got
-        self._report()
-        return self.end > before
 
     def _read_into(self, view: memoryview) -> int:
         try:

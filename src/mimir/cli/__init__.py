@@ -1,7 +1,7 @@
 """The `mimir` command line: one subcommand per stage, errors as messages and documented exit codes.
 
 Each subcommand lives with its kin (`stages`: ingest, edges, features; `sources`: synth, collect, import-legacy;
-`testbed`: testbed up, run, down; `hosts`: provision) as one function that declares its options and one that
+`testbed`: testbed up, run, down; `hosts`: provision; `live`) as one function that declares its options and one that
 runs it. Option defaults come from the run specification (`mimir.spec`), the same place the workflow's config
 takes them from.
 
@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "provision collection hosts with Ansible (docker, minikube, capture tools, Locust, mimir)",
     ),
     "realism": ("realism", "add_realism", "compare two sources of traffic for one application: how alike are they?"),
+    "live": ("live", "add_live", "score a trained model on live traffic, interval by interval: alerts as JSON lines"),
 }
 EXIT_CODE_TEXT = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
