@@ -175,3 +175,43 @@ def test_a_damaged_capture_is_a_bad_input(setup: livesetup.LiveSetup, tmp_path: 
     done = run_mimir("live", "--model", setup.models / "mimir@10", "--capture", bad, "--entities", setup.evaluation)
     assert done.returncode == 3, done.stderr
     assert str(bad) in done.stderr
+
+
+def _churn(start: float) -> list[dict]:
+    """Pods of one service coming and going every second for 300 s, 20 addresses reused all the time."""
+    events = [{"ts": start, "event": "added", "kind": "service", "namespace": "shop", "name": "cart",
+               "ips": ["10.96.0.50"], "selector": {"app": "cart"}}]  # fmt: skip
+    for k in range(300):
+        pod = {"kind": "pod", "namespace": "shop", "name": f"cart-{k}", "labels": {"app": "cart"}}
+        events.append({"ts": start + k, "event": "added", **pod, "ips": [f"10.244.9.{k % 20}"]})
+        events.append({"ts": start + k + 0.5, "event": "modified", **pod, "ips": [f"10.244.9.{k % 20}"]})
+        events.append({"ts": start + k + 19.5, "event": "deleted", **pod, "ips": [f"10.244.9.{k % 20}"]})
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def test_the_entity_log_follows_a_growing_file_and_forgets_only_what_no_interval_needs(tmp_path: Path) -> None:
+    from mimir.entities import resolve
+    from mimir.live.entities import EntityLog
+
+    events = _churn(1000.0)
+    log_path = tmp_path / "entities.jsonl"
+    log = EntityLog(log_path)
+    assert not log.poll()  # not written yet: nothing known, no error
+    text = "".join(json.dumps(e) + "\n" for e in events)
+    cut = len(text) // 2 + 7  # in the middle of a line: that line waits for its newline
+    log_path.write_text(text[:cut])
+    assert log.poll()
+    partly = len(log.events)
+    assert 0 < partly < len(events)
+    with log_path.open("a") as more:
+        more.write(text[cut:])
+    assert log.poll() and len(log.events) == len(events)
+    ips = pd.Series([f"10.244.9.{k % 20}" for k in range(400)] + ["10.96.0.50"] * 10)
+    cutoff = 1150.0
+    at = pd.Series(np.r_[np.linspace(cutoff, 1330, 400), np.linspace(cutoff, 1330, 10)])
+    before = resolve(ips, at, log.spans)
+    log.forget_before(cutoff)
+    # what comes after the cutoff, and before it one event per living entity: the service, 20 pods at most
+    assert len(log.events) <= sum(e["ts"] >= cutoff for e in events) + 21
+    pd.testing.assert_frame_equal(resolve(ips, at, log.spans), before)
+    assert before["entity"].notna().mean() > 0.8  # held but between two pods and after the last one

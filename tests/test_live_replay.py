@@ -13,6 +13,7 @@ with a 64 kB MTU: offloaded segments are that large), and their entity events ar
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +195,42 @@ class TcpdumpTee:
             thread.join(timeout=60)
 
 
+class Receiver:
+    """A webhook receiver on loopback: every POSTed JSON body, in order."""
+
+    def __enter__(self) -> Receiver:
+        received: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.received = received
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def _scrape(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 - loopback, the test's own process
+        text = page.read().decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -206,32 +244,42 @@ def test_real_speed_replay_alerts_within_two_intervals_through_a_tcpdump_restart
     at = time.time() + 3.0  # entities first: the replay starts a little later
     info = replayed_run(setup.evaluation, tmp_path / "run", origin, at, 1.0)
     alerts = tmp_path / "alerts.jsonl"
-    live = subprocess.Popen(
-        [str(MIMIR), "live", "--model", setup.models / "mimir@10", "--capture", f"interface:{cap}",
-         "--capture-netns", f"/run/netns/{ns}", "--entities", tmp_path / "run", "--alerts", alerts],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        _wait_for(lambda: _tcpdump_on(cap), "tcpdump started by mimir live")
-        time.sleep(max(0.0, at - time.time()))
-        replay = _replay(ns, send, frames, 1.0)
-        started = time.time()
-        time.sleep(15)
-        killed = _tcpdump_on(cap)
-        assert killed is not None
-        os.kill(killed, signal.SIGKILL)
-        _wait_for(lambda: (_tcpdump_on(cap) or killed) != killed, "tcpdump started again")
-        assert replay.wait(timeout=300) == 0, replay.stderr.read() if replay.stderr else ""
-        time.sleep(3.0)  # the lateness allowance, and the last interval's close on the wall clock
-        live.send_signal(signal.SIGTERM)
-        _, err = live.communicate(timeout=60)
-    finally:
-        if live.poll() is None:
-            live.kill()
-            live.wait()
+    with Receiver() as hook:
+        live = subprocess.Popen(
+            [str(MIMIR), "live", "--model", setup.models / "mimir@10", "--capture", f"interface:{cap}",
+             "--capture-netns", f"/run/netns/{ns}", "--entities", tmp_path / "run", "--alerts", alerts,
+             "--metrics-port", "0", "--webhook", hook.url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert live.stderr is not None
+            metrics_url = live.stderr.readline().split(" on ")[-1].strip()  # its first line says where
+            _wait_for(lambda: _tcpdump_on(cap), "tcpdump started by mimir live")
+            time.sleep(max(0.0, at - time.time()))
+            replay = _replay(ns, send, frames, 1.0)
+            started = time.time()
+            time.sleep(15)
+            killed = _tcpdump_on(cap)
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            _wait_for(lambda: (_tcpdump_on(cap) or killed) != killed, "tcpdump started again")
+            assert replay.wait(timeout=300) == 0, replay.stderr.read() if replay.stderr else ""
+            time.sleep(3.0)  # the lateness allowance, and the last interval's close on the wall clock
+            metrics = _scrape(metrics_url)
+            live.send_signal(signal.SIGTERM)
+            _, err = live.communicate(timeout=60)
+        finally:
+            if live.poll() is None:
+                live.kill()
+                live.wait()
     assert live.returncode == 130, err
     assert "1 capture restarts" in err
     assert "Traceback" not in err
+    assert metrics["mimir_live_capture_restarts_total"] == 1
+    assert metrics["mimir_live_packets_total"] > 0 and metrics["mimir_live_intervals_scored_total"] >= 10
+    assert metrics["mimir_live_threshold"] == pytest.approx(
+        json.loads((setup.models / "mimir@10" / "model.json").read_text())["threshold"]
+    )
     lines = _lines(alerts)
     shift = started - at  # the replay's real start against the one planned for the entities
     window = info["exfiltration"][0]
@@ -245,6 +293,8 @@ def test_real_speed_replay_alerts_within_two_intervals_through_a_tcpdump_restart
         setup.validation_alert_rate * len(benign) + 2 * math.sqrt(len(benign) * setup.validation_alert_rate)
     )
     assert sum(x["alert"] for x in benign) <= allowed, (setup.validation_alert_rate, benign)
+    # every alert went to the webhook as well, as written
+    assert hook.received == [x for x in lines if x["alert"]]
 
 
 def test_an_accelerated_replay_through_a_pipe_gives_the_dry_runs_lines(

@@ -273,9 +273,9 @@ class IntervalScorer:
     ) -> list[Scored]:
         """Score every interval that ends at or before `clock` (capture time, lateness already subtracted); with
         `final`, also the last one the capture reached (partial)."""
-        if self.next_start is None:
-            return []
         coarse = self.model.coarse
+        if self.next_start is None or (not final and self.next_start + coarse > clock):
+            return []  # nothing closes: the bins stay in the flow table, counted in place
         flows = self._take()
         ts = flows.column("ts").to_numpy() if flows.num_rows else np.zeros(0, np.int64)
         late = ts < self.next_start

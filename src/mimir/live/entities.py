@@ -59,6 +59,22 @@ class EntityLog:
         self._spans = None
         return True
 
+    def forget_before(self, cutoff: float) -> None:
+        """Bound memory over days of churn: events before `cutoff` (older than any interval still to resolve)
+        shrink to the last one of each entity, and an entity deleted before it is forgotten. The timeline from
+        `cutoff` on stays the same: who holds what then depends only on each entity's last event before it."""
+        last: dict[tuple[str, str, str], dict[str, Any]] = {}
+        kept = []
+        for event in self.events:
+            if event["ts"] >= cutoff:
+                kept.append(event)
+            elif event["kind"] != "endpoints":  # the timeline never reads endpoints
+                last[(event["kind"], event.get("namespace", ""), event["name"])] = event
+        older = sorted((e for e in last.values() if e["event"] != "deleted"), key=lambda e: e["ts"])
+        if len(older) + len(kept) < len(self.events):
+            self.events = older + kept
+            self._spans = None
+
     @property
     def spans(self) -> pd.DataFrame:
         """The address timeline of every event read so far."""

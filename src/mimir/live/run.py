@@ -21,6 +21,7 @@ from mimir.live.entities import EntityLog
 from mimir.live.outputs import AlertLog, LiveMetrics, Webhook
 
 TICK = 0.1  # seconds between two looks at the capture clock
+COMPACT_EVENTS = 10_000  # entity events read before the first compaction (then: twice those kept)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class LiveLoop:
     _seen_ts: float = float("-inf")
     _error: BaseException | None = None
     _unknown: set[str] = field(default_factory=set)
+    _compact_at: int = COMPACT_EVENTS
 
     def _read(self) -> None:
         """The capture thread: every block into the scorer, as soon as it is read."""
@@ -109,7 +111,10 @@ class LiveLoop:
             self.on_scored(scored)
 
     def _score(self, clock: float, *, final: bool = False) -> None:
-        self.entities.poll()
+        if self.entities.poll() and len(self.entities.events) > self._compact_at:
+            if self.scorer.next_start is not None:  # what no interval still to score can need
+                self.entities.forget_before(self.scorer.next_start - self.scorer.model.coarse)
+            self._compact_at = 2 * len(self.entities.events) + COMPACT_EVENTS
         for scored in self.scorer.close_until(clock, self.entities.spans, self.addressing, final=final):
             self._emit(scored)
         late = self.scorer.late_packets - self.summary.late_packets
