@@ -16,6 +16,7 @@ from mimir.spec import Range
 LATENESS = Range(0, 3600, "s")
 METRICS_PORT = Range(0, 65535, whole=True)
 SNAPLEN = Range(68, 262144, "bytes", whole=True)
+ORIGIN = Range(0, 4294967295, "s", whole=True)
 
 DESCRIPTION = """\
 Score a model the workflow trained (results/models/METHOD/TRAINING/) on traffic as it is captured, interval by
@@ -87,9 +88,9 @@ def add_live(commands: Commands) -> None:
     )
     parser.add_argument(
         "--origin",
-        type=int,
+        type=ORIGIN.option,
         metavar="EPOCH",
-        help="intervals start at EPOCH + k times the coarsest granularity (default: multiples of it)",
+        help=f"intervals start at EPOCH + k times the coarsest granularity, {ORIGIN} (default: multiples of it)",
     )
     parser.add_argument(
         "--sensitive",
@@ -149,6 +150,8 @@ def _feed(args: argparse.Namespace) -> tuple[Any, bool]:
 
     source = args.capture
     if source == "-":
+        if sys.stdin.isatty():
+            raise UsageError("--capture -: stdin is a terminal, not a capture: pipe tcpdump -U -w - into mimir live")
         return StreamFeed(sys.stdin.buffer, "stdin"), True
     if source.startswith("interface:"):
         from mimir.sources.cluster.capture import namespace_file
