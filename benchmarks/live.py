@@ -214,7 +214,6 @@ def soak_part(model: LiveModel, traffic: Traffic, hours: int, folder: Path) -> l
     log_path = folder / "soak-entities.jsonl"
     log = traffic.entities(start, log_path)
     pods = [e for e in traffic.added if e["kind"] == "pod" and e.get("ips")]
-    first = len(log.events)
     scorer = IntervalScorer(model, origin=int(start))
     marks, minute, replaced = [], 0, 0
     for buf, block, n in traffic.replay(start, 1.0, start + hours * 3600):
@@ -227,10 +226,10 @@ def soak_part(model: LiveModel, traffic: Traffic, hours: int, folder: Path) -> l
                 out.write(json.dumps({**pod, "ts": now, "event": "deleted"}) + "\n")
                 out.write(json.dumps({**pod, "ts": now, "name": f"{pod['name']}-r{minute}"}) + "\n")
             replaced += 1
-        if log.poll() and len(log.events) > 4 * first:
-            log.forget_before(scorer.next_start - INTERVAL)
+        log.poll()
         scorer.close_until(now - 1.0, log.spans, traffic.addressing)
-        if now >= start + (len(marks) + 1) * 3600:
+        if now >= start + (len(marks) + 1) * 3600:  # `mimir live` prunes when the events double: here hourly
+            log.forget_before(scorer.next_start - INTERVAL)
             marks.append((len(marks) + 1, resident_mb(), len(log.events)))
             print(f"  soak: hour {len(marks)}: resident {marks[-1][1]:.0f} MB, {marks[-1][2]} entity events kept",
                   file=sys.stderr)  # fmt: skip
