@@ -293,6 +293,7 @@ def test_real_speed_replay_alerts_within_two_intervals_through_a_tcpdump_restart
         setup.validation_alert_rate * len(benign) + 2 * math.sqrt(len(benign) * setup.validation_alert_rate)
     )
     assert sum(x["alert"] for x in benign) <= allowed, (setup.validation_alert_rate, benign)
+    assert all(0 < x["lag"] < 10 for x in lines if not x["partial"])  # scored soon after each close
     # every alert went to the webhook as well, as written
     assert hook.received == [x for x in lines if x["alert"]]
 

@@ -49,7 +49,8 @@ output (stdout, or appended to --alerts FILE), one JSON object per line:
                        (coefficient times scaled value; for iforest the scaled value's size; none for a
                        baseline), and the heaviest service pairs behind each (src, dst, bytes)
   unknown_addresses    in-cluster addresses no entity held (kept as unknown/IP, warned about once)
-  lag                  seconds from the interval's end (capture time) to its scoring (wall time)
+  lag                  seconds from the interval's end (capture time) to its scoring (wall time); null
+                       for a capture FILE, scored long after it was made
 metrics (--metrics-port): mimir_live_packets_total, _bytes_total, _intervals_scored_total, _alerts_total,
   _late_packets_total, _unknown_addresses_total, _capture_restarts_total, _webhook_failures_total,
   mimir_live_last_score, mimir_live_threshold, mimir_live_lag_seconds (histogram).

@@ -87,12 +87,14 @@ class LiveLoop:
 
     def _emit(self, scored: Scored) -> None:
         record = scored.record()
-        record["lag"] = round(time.time() - scored.end, 3)
+        # a capture read from a file is scored long after it was made: its lag would be the file's age
+        record["lag"] = round(time.time() - scored.end, 3) if self.follow_wall_clock else None
         self.alerts.write(record)
         m = self.metrics
         m.intervals.inc()
         m.last_score.set(scored.score)
-        m.lag.observe(max(record["lag"], 0.0))
+        if record["lag"] is not None:
+            m.lag.observe(max(record["lag"], 0.0))
         self.summary.intervals += 1
         if scored.alert:
             m.alerts.inc()
