@@ -215,17 +215,18 @@ def soak_part(model: LiveModel, traffic: Traffic, hours: int, folder: Path) -> l
     log = traffic.entities(start, log_path)
     pods = [e for e in traffic.added if e["kind"] == "pod" and e.get("ips")]
     scorer = IntervalScorer(model, origin=int(start))
-    marks, minute, replaced = [], 0, 0
+    marks, minute = [], 0
     for buf, block, n in traffic.replay(start, 1.0, start + hours * 3600):
         scorer.add(buf, block, n)
         now = scorer.last_ts
         if now >= start + (minute + 1) * 60:  # a pod replaced: deleted, and a new one with its address
             minute += 1
-            pod = pods[minute % len(pods)]
-            with log_path.open("a") as out:
+            slot = minute % len(pods)
+            pod, fresh = pods[slot], {**pods[slot], "ts": now, "name": f"{pods[slot]['name']}-r{minute}"}
+            with log_path.open("a") as out:  # the pod's current incarnation goes, a new one takes its address
                 out.write(json.dumps({**pod, "ts": now, "event": "deleted"}) + "\n")
-                out.write(json.dumps({**pod, "ts": now, "name": f"{pod['name']}-r{minute}"}) + "\n")
-            replaced += 1
+                out.write(json.dumps(fresh) + "\n")
+            pods[slot] = fresh
         log.poll()
         scorer.close_until(now - 1.0, log.spans, traffic.addressing)
         if now >= start + (len(marks) + 1) * 3600:  # `mimir live` prunes when the events double: here hourly

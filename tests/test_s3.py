@@ -249,7 +249,7 @@ def stop(main: subprocess.Popen) -> None:
         return
     os.killpg(main.pid, signal.SIGINT)
     try:
-        main.wait(timeout=180)
+        main.wait(timeout=600)  # a safety net: under load, cancelling the Jobs takes minutes
     except subprocess.TimeoutExpired:
         os.killpg(main.pid, signal.SIGKILL)
         main.wait(timeout=60)
