@@ -236,7 +236,7 @@ class IntervalScorer:
         self.bytes = 0
         self.late_packets = 0
         self._table = FlowTable(BIN_SECONDS)
-        self._pending = pa.table({"ts": pa.array([], pa.int64())})  # open intervals' bins
+        self._pending: pa.Table | None = None  # open intervals' bins, kept from the last close
         self._lock = threading.Lock()
 
     def add(self, buf: np.ndarray, records: RecordBlock, n: int) -> None:
@@ -262,11 +262,7 @@ class IntervalScorer:
         with self._lock:
             table, self._table = self._table, FlowTable(BIN_SECONDS)
         fresh = table.to_arrow()
-        if fresh.num_rows == 0:
-            return self._pending if self._pending.num_columns > 1 else fresh
-        if self._pending.num_columns == 1:
-            return fresh
-        return pa.concat_tables([self._pending, fresh])
+        return fresh if self._pending is None else pa.concat_tables([self._pending, fresh])
 
     def close_until(
         self, clock: float, spans: pd.DataFrame, addressing: Addressing, *, final: bool = False
@@ -293,7 +289,7 @@ class IntervalScorer:
             inside = (ts >= start) & (ts < start + coarse)
             scored.append(self._score(flows.filter(pa.array(inside)), start, spans, addressing, start + coarse > last))
         keep = ts >= self.next_start
-        self._pending = flows.filter(pa.array(keep)) if flows.num_rows else self._pending
+        self._pending = flows.filter(pa.array(keep))
         return scored
 
     def _score(self, flows: pa.Table, start: int, spans: pd.DataFrame, addressing: Addressing, partial: bool) -> Scored:
